@@ -1,0 +1,246 @@
+//! Host benchmarks, each next to a reference measured in the same run:
+//!
+//! * start-to-ready with `ready = "none"` and with the protocol health check,
+//!   next to fork+exec+wait of `/bin/true` and of `python3 -c pass`;
+//! * stop latency of a ~50-process tree (grace 0.2 s, one process ignores
+//!   SIGTERM), next to SIGKILL+wait of 50 plain children;
+//! * gc over 10,000 ledger rows of a dead host, next to the ledger writes
+//!   alone for the same rows.
+//!
+//! Run pinned, so subject and reference share one CPU:
+//! `taskset -c 0 cargo bench -p plugboard-host --bench host`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugboard_host::ledger::Intent;
+use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, Supervisor, SupervisorConfig, gc};
+
+fn pct(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i.min(samples.len() - 1)]
+}
+
+fn report(name: &str, samples: &mut [Duration], reference: Option<(&str, Duration)>) {
+    let p50 = pct(samples, 0.5);
+    let p99 = pct(samples, 0.99);
+    match reference {
+        Some((rname, r)) => println!(
+            "{name:<48} p50 {:>9.3} ms  p99 {:>9.3} ms  ({:.1}x {rname})",
+            ms(p50),
+            ms(p99),
+            p50.as_secs_f64() / r.as_secs_f64()
+        ),
+        None => println!("{name:<48} p50 {:>9.3} ms  p99 {:>9.3} ms", ms(p50), ms(p99)),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn spawn_wait(cmd: &str, args: &[&str], n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = Command::new(cmd).args(args).status();
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn manifest(dir: &Path, name: &str, body: &str) -> Arc<Manifest> {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let p = d.join("plugin.toml");
+    std::fs::write(&p, format!("name = \"{name}\"\ncategory = \"bench\"\n{body}"))
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    Arc::new(Manifest::load(&p).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let sup =
+        Supervisor::new(SupervisorConfig::new(DataDir::new(tmp.path().join("d")))).unwrap_or_else(|e| panic!("{e}"));
+
+    // References: plain process start.
+    let mut true_ref = spawn_wait("/bin/true", &[], 200);
+    let true_p50 = pct(&mut true_ref, 0.5);
+    report("reference: fork+exec+wait /bin/true", &mut true_ref, None);
+    let mut py_ref = spawn_wait("python3", &["-c", "pass"], 20);
+    let py_p50 = pct(&mut py_ref, 0.5);
+    report("reference: fork+exec+wait python3 -c pass", &mut py_ref, None);
+
+    // start-to-ready, ready = none.
+    let none = manifest(
+        tmp.path(),
+        "none",
+        "execution_mode = \"subprocess\"\nready = \"none\"\nstop_grace_s = 0\n[launch]\ncommand = \"/bin/sleep\"\nargs = [\"60\"]\n",
+    );
+    let mut s = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        rt.block_on(sup.start(Arc::clone(&none)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.push(t.elapsed());
+        rt.block_on(sup.stop("bench_none")).unwrap_or_else(|e| panic!("{e}"));
+    }
+    report(
+        "start-to-ready, ready = none (/bin/sleep)",
+        &mut s,
+        Some(("/bin/true", true_p50)),
+    );
+
+    // start-to-ready, protocol health (Python worker).
+    let worker = root().join("crates/plugboard-host/tests/fixtures/health_worker.py");
+    let proto = manifest(
+        tmp.path(),
+        "proto",
+        &format!(
+            "execution_mode = \"subprocess\"\nstop_grace_s = 1\n[launch]\ncommand = \"python3\"\nargs = [\"{}\"]\n",
+            worker.display()
+        ),
+    );
+    let mut s = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        rt.block_on(sup.start(Arc::clone(&proto)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.push(t.elapsed());
+        rt.block_on(sup.stop("bench_proto")).unwrap_or_else(|e| panic!("{e}"));
+    }
+    report(
+        "start-to-ready, protocol health (Python worker)",
+        &mut s,
+        Some(("python3 -c pass", py_p50)),
+    );
+
+    // Stop latency of a 52-process tree.
+    let tree = root().join("examples/plugins/process_tree/tree.py");
+    let grace = 0.2;
+    let big = manifest(
+        tmp.path(),
+        "tree",
+        &format!(
+            "execution_mode = \"subprocess\"\nready = {{ log_line = \"^tree ready$\" }}\nstop_grace_s = {grace}\n[launch]\ncommand = \"python3\"\nargs = [\"-u\", \"{}\", \"7\", \"6\"]\n",
+            tree.display()
+        ),
+    );
+    let mut s = Vec::new();
+    let mut sizes = Vec::new();
+    for _ in 0..10 {
+        rt.block_on(sup.start(Arc::clone(&big)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(100));
+        sizes.push(sup.tree_pids("bench_tree").len());
+        let t = Instant::now();
+        rt.block_on(sup.stop("bench_tree")).unwrap_or_else(|e| panic!("{e}"));
+        s.push(t.elapsed().saturating_sub(Duration::from_secs_f64(grace)));
+    }
+    let mut kill_ref = Vec::new();
+    for _ in 0..10 {
+        let mut kids: Vec<_> = (0..50)
+            .filter_map(|_| Command::new("/bin/sleep").arg("60").spawn().ok())
+            .collect();
+        let t = Instant::now();
+        for k in &mut kids {
+            let _ = k.kill();
+        }
+        for k in &mut kids {
+            let _ = k.wait();
+        }
+        kill_ref.push(t.elapsed());
+    }
+    let kill_p50 = pct(&mut kill_ref, 0.5);
+    report("reference: SIGKILL+wait 50 plain children", &mut kill_ref, None);
+    println!("tree sizes seen: {sizes:?}");
+    report(
+        "stop of the tree, beyond the 0.2 s grace",
+        &mut s,
+        Some(("SIGKILL+wait 50", kill_p50)),
+    );
+
+    // gc over 10,000 rows of a dead host.
+    let db = tmp.path().join("gc.sqlite");
+    let mut ledger = Ledger::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    let mut g = Vec::new();
+    let mut r = Vec::new();
+    for _ in 0..5 {
+        let host = ledger
+            .register_host(999_999, 1, "gone")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = ledger.transaction(|l| {
+            for i in 0..10_000 {
+                let id = l.intent(
+                    host.id,
+                    &Intent {
+                        kind: "process",
+                        plugin_id: "bench_x",
+                        cost_per_hour: None,
+                        details: serde_json::json!({}),
+                    },
+                )?;
+                l.set_process(id, 5_000_000 + i, 1)?;
+            }
+            Ok(())
+        });
+        let t = Instant::now();
+        let rep = gc(&mut ledger, GcOptions::default(), None).unwrap_or_else(|e| panic!("{e}"));
+        g.push(t.elapsed());
+        assert_eq!(rep.reaped.len(), 10_000);
+        // Reference: the same rows updated by one statement.
+        let host = ledger
+            .register_host(999_998, 1, "gone")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = ledger.transaction(|l| {
+            for _ in 0..10_000 {
+                l.intent(
+                    host.id,
+                    &Intent {
+                        kind: "process",
+                        plugin_id: "bench_y",
+                        cost_per_hour: None,
+                        details: serde_json::json!({}),
+                    },
+                )?;
+            }
+            Ok(())
+        });
+        let conn = rusqlite_free_update(&db);
+        r.push(conn);
+    }
+    let ref_p50 = pct(&mut r, 0.5);
+    report("reference: ending the same 10,000 rows (writes only)", &mut r, None);
+    report(
+        "gc over 10,000 rows of a dead host",
+        &mut g,
+        Some(("the writes alone", ref_p50)),
+    );
+}
+
+/// Times ending every live row in one transaction: the writes gc must do,
+/// without its process-table scan and identity checks.
+fn rusqlite_free_update(db: &Path) -> Duration {
+    let mut ledger = Ledger::open(db).unwrap_or_else(|e| panic!("{e}"));
+    let live = ledger.live().unwrap_or_default();
+    let t = Instant::now();
+    let _ = ledger.transaction(|l| {
+        for r in &live {
+            l.end(r.id, "reaped", None, None)?;
+        }
+        Ok(())
+    });
+    t.elapsed()
+}

@@ -1,0 +1,126 @@
+//! Errors of the host: each names the plugin and what went wrong, and a
+//! worker that failed to start carries the tail of its stderr.
+
+use std::path::PathBuf;
+
+use plugboard_core::ExecutionMode;
+
+use crate::ledger::LedgerError;
+
+/// Errors from the supervisor, launch resolution and the reaper.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// No such plugin is known.
+    #[error("unknown plugin {plugin:?}")]
+    UnknownPlugin {
+        /// The id asked for.
+        plugin: String,
+    },
+    /// The plugin's mode has no backend in this host yet.
+    #[error("plugin {plugin} uses execution mode {mode}, which this host cannot start yet")]
+    UnsupportedMode {
+        /// The plugin.
+        plugin: String,
+        /// Its mode.
+        mode: ExecutionMode,
+    },
+    /// The manifest lacks a launch field the mode needs.
+    #[error("plugin {plugin} ({mode}) needs launch.{field} in {}", manifest.display())]
+    MissingLaunch {
+        /// The plugin.
+        plugin: String,
+        /// The missing field.
+        field: &'static str,
+        /// Its mode.
+        mode: ExecutionMode,
+        /// Its manifest.
+        manifest: PathBuf,
+    },
+    /// No conda, mamba or micromamba was found.
+    #[error(
+        "plugin {plugin} runs in a conda environment, but no micromamba, mamba or conda is on PATH (set PLUGBOARD_CONDA)"
+    )]
+    CondaNotFound {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The worker could not be spawned.
+    #[error("cannot start plugin {plugin}: spawning {command:?} failed")]
+    Spawn {
+        /// The plugin.
+        plugin: String,
+        /// The program.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker exited before it was ready.
+    #[error("plugin {plugin} exited before it was ready ({exit}){}", tail_text(stderr_tail))]
+    ExitedBeforeReady {
+        /// The plugin.
+        plugin: String,
+        /// How it exited.
+        exit: String,
+        /// Its last stderr lines.
+        stderr_tail: Vec<String>,
+    },
+    /// The worker did not become ready in time (it was stopped).
+    #[error("plugin {plugin} was not ready after {secs} s (waiting for {probe}{}){}",
+        last_error.as_ref().map(|e| format!("; last attempt: {e}")).unwrap_or_default(),
+        tail_text(stderr_tail))]
+    ReadyTimeout {
+        /// The plugin.
+        plugin: String,
+        /// The timeout.
+        secs: f64,
+        /// The readiness check.
+        probe: String,
+        /// The last probe error.
+        last_error: Option<String>,
+        /// Its last stderr lines.
+        stderr_tail: Vec<String>,
+    },
+    /// The plugin is already starting or running.
+    #[error("plugin {plugin} is already {state}")]
+    AlreadyRunning {
+        /// The plugin.
+        plugin: String,
+        /// Its state.
+        state: String,
+    },
+    /// The plugin is not running.
+    #[error("plugin {plugin} is not running")]
+    NotRunning {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The worker socket path would be longer than a Unix socket allows.
+    #[error("socket path {} is too long for a Unix socket (108 bytes); use a shorter data dir", path.display())]
+    SocketPathTooLong {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file-system operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+fn tail_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", lines.join(" | "))
+    }
+}

@@ -1,0 +1,472 @@
+//! Plugin manifests: one `plugin.toml` per plugin folder.
+//!
+//! A manifest is static metadata, so plugins are listed and configured
+//! without starting anything. Each bad manifest is reported with its path and
+//! reason while the others still load. A mode's launch details are checked
+//! when the plugin is started, not when it is listed, so a plugin whose
+//! backend is not built yet is still listed and configurable.
+//! docs/manifest.md is the reference for the format.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use plugboard_core::{CapabilityError, ExecutionMode, PluginManager, PluginMetadata};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The file name a plugin folder must contain.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// How deep discovery descends below a search path looking for manifests.
+pub const MAX_SEARCH_DEPTH: usize = 4;
+
+/// How the host knows a worker is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Ready {
+    /// The worker answers the protocol's health request on `PLUGBOARD_LISTEN`.
+    #[default]
+    Protocol,
+    /// An HTTP GET to this URL returns a 2xx status.
+    HttpGet(String),
+    /// A TCP connection to `host:port` is accepted.
+    Tcp(String),
+    /// A line of the worker's stdout or stderr matches this regex.
+    LogLine(String),
+    /// Ready as soon as the process is spawned.
+    None,
+}
+
+/// When a crashed worker is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart (default).
+    #[default]
+    Never,
+    /// Restart when the worker exits with a non-zero code or a signal.
+    OnFailure,
+    /// Restart whenever the worker exits without being asked to stop.
+    Always,
+}
+
+/// The `[restart]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Restart {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// Restarts allowed before the plugin is left failed.
+    pub max_restarts: u32,
+    /// First back-off delay in milliseconds; doubles per restart, capped at 30 s.
+    pub backoff_ms: u64,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: RestartPolicy::Never,
+            max_restarts: 5,
+            backoff_ms: 500,
+        }
+    }
+}
+
+/// The `[launch]` table: how to start the worker. Keys other modes use are
+/// kept in `extra` and checked by that mode's backend at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// Program to run (looked up on PATH when it has no `/`).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the manifest's folder (default: the folder).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Conda environment name (conda_env mode).
+    #[serde(default)]
+    pub conda_env: Option<String>,
+    /// Keys for other modes' backends.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, toml::Value>,
+}
+
+/// The `[resources]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// GPUs the plugin needs.
+    #[serde(default)]
+    pub gpu_count: u32,
+    /// GPU model.
+    #[serde(default)]
+    pub gpu_type: Option<String>,
+    /// Memory the plugin needs, in GB.
+    #[serde(default)]
+    pub memory_gb: Option<f64>,
+    /// Estimated cost per hour in USD while running.
+    #[serde(default)]
+    pub estimated_cost_per_hour: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    category: String,
+    title: Option<String>,
+    version: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    execution_mode: ExecutionMode,
+    #[serde(default)]
+    launch: Launch,
+    #[serde(default)]
+    ready: Ready,
+    ready_timeout_s: Option<f64>,
+    stop_grace_s: Option<f64>,
+    config_schema: Option<toml::Table>,
+    config_schema_file: Option<PathBuf>,
+    #[serde(default)]
+    resources: Resources,
+    #[serde(default)]
+    restart: Restart,
+}
+
+/// A parsed, checked `plugin.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The folder holding it; relative paths are resolved against it.
+    pub dir: PathBuf,
+    /// Plugin name.
+    pub name: String,
+    /// Category.
+    pub category: String,
+    /// Display title (defaults to the name).
+    pub title: String,
+    /// Version.
+    pub version: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Execution mode.
+    pub execution_mode: ExecutionMode,
+    /// How to start it.
+    pub launch: Launch,
+    /// How readiness is detected.
+    pub ready: Ready,
+    /// Seconds allowed from spawn to ready (default 30).
+    pub ready_timeout_s: f64,
+    /// Seconds between SIGTERM and SIGKILL on stop (default 5).
+    pub stop_grace_s: f64,
+    /// The config JSON Schema.
+    pub config_schema: Value,
+    /// Resource needs.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart: Restart,
+}
+
+/// A manifest that could not be loaded: which file, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct ManifestError {
+    /// The manifest file (or folder) at fault.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 96
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !s.starts_with('.')
+        && !s.contains("..")
+}
+
+impl Manifest {
+    /// Reads and checks one manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let err = |reason: String| ManifestError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Manifest::parse(path, &text)
+    }
+
+    /// Parses manifest text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let err = |reason: String| ManifestError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| err(one_line(&e.to_string())))?;
+        for (field, value) in [("name", &raw.name), ("category", &raw.category)] {
+            if !valid_name(value) {
+                return Err(err(format!(
+                    "{field} {value:?} must be 1-96 characters of letters, digits, '_', '-' or '.'"
+                )));
+            }
+        }
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config_schema = match (raw.config_schema, raw.config_schema_file) {
+            (Some(_), Some(_)) => return Err(err("give [config_schema] or config_schema_file, not both".into())),
+            (Some(table), None) => {
+                serde_json::to_value(table).map_err(|e| err(format!("[config_schema] is not JSON-compatible: {e}")))?
+            }
+            (None, Some(file)) => {
+                let full = dir.join(&file);
+                let text = std::fs::read_to_string(&full)
+                    .map_err(|e| err(format!("config_schema_file {}: cannot read: {e}", full.display())))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    err(format!(
+                        "config_schema_file {} is not JSON (line {}, column {}): {e}",
+                        full.display(),
+                        e.line(),
+                        e.column()
+                    ))
+                })?
+            }
+            (None, None) => serde_json::json!({"type": "object", "properties": {}}),
+        };
+        if let Err(e) =
+            plugboard_core::CompiledSchema::compile(&format!("{}_{}", raw.category, raw.name), &config_schema)
+        {
+            return Err(err(e.to_string()));
+        }
+        if let Ready::LogLine(re) = &raw.ready
+            && let Err(e) = regex::Regex::new(re)
+        {
+            return Err(err(format!(
+                "ready.log_line is not a valid regex: {}",
+                one_line(&e.to_string())
+            )));
+        }
+        let positive = |name: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+            Some(x) => Err(err(format!("{name} must be between 0 and 86400 seconds, got {x}"))),
+        };
+        Ok(Manifest {
+            title: raw.title.unwrap_or_else(|| raw.name.clone()),
+            name: raw.name,
+            category: raw.category,
+            version: raw.version,
+            description: raw.description,
+            execution_mode: raw.execution_mode,
+            launch: raw.launch,
+            ready: raw.ready,
+            ready_timeout_s: positive("ready_timeout_s", raw.ready_timeout_s, 30.0)?,
+            stop_grace_s: positive("stop_grace_s", raw.stop_grace_s, 5.0)?,
+            config_schema,
+            resources: raw.resources,
+            restart: raw.restart,
+            path: path.to_path_buf(),
+            dir,
+        })
+    }
+
+    /// `{category}_{name}`.
+    pub fn unique_id(&self) -> String {
+        format!("{}_{}", self.category, self.name)
+    }
+
+    /// The core metadata of this plugin (not configured, nothing running).
+    pub fn metadata(&self) -> PluginMetadata {
+        let mut m = PluginMetadata::new(&self.name, &self.category, &self.title)
+            .with_schema(self.config_schema.clone())
+            .with_mode(self.execution_mode);
+        m.version = self.version.clone();
+        m.description = self.description.clone();
+        m.manages_child_processes = matches!(self.execution_mode, ExecutionMode::Subprocess | ExecutionMode::CondaEnv);
+        m.manages_external_resources = !matches!(self.execution_mode, ExecutionMode::InProcess);
+        m.conda_env_name = self.launch.conda_env.clone();
+        m
+    }
+}
+
+/// TOML errors span several lines with a source excerpt; keep the message
+/// and the position on one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a scan of the search paths found.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Good manifests, by unique id, in discovery order.
+    pub manifests: Vec<Manifest>,
+    /// Every manifest that failed, with its reason.
+    pub problems: Vec<ManifestError>,
+}
+
+impl Catalog {
+    /// Scans each search path: a `plugin.toml` in the path itself, or in
+    /// folders below it (up to [`MAX_SEARCH_DEPTH`], hidden folders skipped,
+    /// not descending below a folder that has one). A missing search path is
+    /// a problem too.
+    pub fn scan(search_paths: &[PathBuf]) -> Catalog {
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for root in search_paths {
+            if !root.is_dir() {
+                problems.push(ManifestError {
+                    path: root.clone(),
+                    reason: "plugins directory does not exist or is not a directory".into(),
+                });
+                continue;
+            }
+            walk(root, 0, &mut found, &mut problems);
+        }
+        let mut manifests: Vec<Manifest> = Vec::new();
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        for path in found {
+            match Manifest::load(&path) {
+                Ok(m) => {
+                    let id = m.unique_id();
+                    if let Some(first) = seen.get(&id) {
+                        problems.push(ManifestError {
+                            path,
+                            reason: format!("duplicate plugin id {id} (already defined by {})", first.display()),
+                        });
+                    } else {
+                        seen.insert(id, path);
+                        manifests.push(m);
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        Catalog { manifests, problems }
+    }
+
+    /// The manifest of `unique_id`.
+    pub fn get(&self, unique_id: &str) -> Option<&Manifest> {
+        self.manifests.iter().find(|m| m.unique_id() == unique_id)
+    }
+
+    /// The categories present, sorted.
+    pub fn categories(&self) -> Vec<String> {
+        let mut c: Vec<String> = self.manifests.iter().map(|m| m.category.clone()).collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+}
+
+fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>, problems: &mut Vec<ManifestError>) {
+    let candidate = dir.join(MANIFEST_FILE);
+    if candidate.is_file() {
+        found.push(candidate);
+        return;
+    }
+    if depth >= MAX_SEARCH_DEPTH {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(ManifestError {
+                path: dir.to_path_buf(),
+                reason: format!("cannot list: {e}"),
+            });
+            return;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        walk(&d, depth + 1, found, problems);
+    }
+}
+
+/// A core [`PluginManager`] over manifests: discovery reads `plugin.toml`
+/// files and starts nothing. Optionally limited to one category, since the
+/// registry registers one manager per category.
+#[derive(Debug, Clone)]
+pub struct ManifestManager {
+    search_paths: Vec<PathBuf>,
+    category: Option<String>,
+    catalog: Catalog,
+}
+
+impl ManifestManager {
+    /// A manager over these search paths, for every category.
+    pub fn new(search_paths: Vec<PathBuf>) -> Self {
+        ManifestManager {
+            search_paths,
+            category: None,
+            catalog: Catalog::default(),
+        }
+    }
+
+    /// Limits discovery to one category.
+    pub fn for_category(mut self, category: impl Into<String>) -> Self {
+        self.category = Some(category.into());
+        self
+    }
+
+    /// What the last discovery found (after [`PluginManager::discover_plugins`]).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The problems of the last discovery.
+    pub fn problems(&self) -> &[ManifestError] {
+        &self.catalog.problems
+    }
+}
+
+impl PluginManager for ManifestManager {
+    fn discover_plugins(&mut self) -> Result<Vec<PluginMetadata>, CapabilityError> {
+        let mut catalog = Catalog::scan(&self.search_paths);
+        if let Some(c) = &self.category {
+            catalog.manifests.retain(|m| &m.category == c);
+        }
+        for p in &catalog.problems {
+            tracing::warn!(path = %p.path.display(), reason = %p.reason, "bad plugin manifest");
+        }
+        let out = catalog.manifests.iter().map(Manifest::metadata).collect();
+        self.catalog = catalog;
+        Ok(out)
+    }
+
+    fn config_schema(&self, name: &str) -> Option<Value> {
+        self.catalog
+            .manifests
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.config_schema.clone())
+    }
+}
+
+impl fmt::Display for Ready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ready::Protocol => f.write_str("protocol"),
+            Ready::HttpGet(u) => write!(f, "http_get {u}"),
+            Ready::Tcp(a) => write!(f, "tcp {a}"),
+            Ready::LogLine(r) => write!(f, "log_line /{r}/"),
+            Ready::None => f.write_str("none"),
+        }
+    }
+}

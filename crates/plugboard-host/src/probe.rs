@@ -1,0 +1,145 @@
+//! Readiness probes: an HTTP GET over a Unix socket (the protocol's health
+//! request), an HTTP GET to a URL, and a TCP connect. Each attempt is bounded
+//! by a timeout; the supervisor retries until the plugin's ready timeout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The protocol's health path.
+pub const HEALTH_PATH: &str = "/v1/health";
+
+/// Why a probe attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Could not connect.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// Where.
+        target: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("HTTP request to {target} failed: {reason}")]
+    Http {
+        /// Where.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The attempt took too long.
+    #[error("no answer from {target} within {ms} ms")]
+    Timeout {
+        /// Where.
+        target: String,
+        /// The limit.
+        ms: u128,
+    },
+    /// A URL the probe cannot use.
+    #[error("ready.http_get URL {url:?} is not usable: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+async fn get_over<S>(io: S, target: &str, host: &str, path: &str, token: Option<&str>) -> Result<u16, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |reason: String| ProbeError::Http {
+        target: target.to_owned(),
+        reason,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| http(e.to_string()))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::get(path).header(hyper::header::HOST, host);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| http(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| http(e.to_string()))?;
+    let status = resp.status().as_u16();
+    // Drain a bounded body so the connection closes cleanly.
+    let _ = tokio::time::timeout(Duration::from_millis(200), resp.into_body().collect()).await;
+    driver.abort();
+    Ok(status)
+}
+
+/// GET `path` over the Unix socket at `socket`; returns the status code.
+pub async fn http_get_unix(socket: &Path, path: &str, token: Option<&str>, limit: Duration) -> Result<u16, ProbeError> {
+    let target = format!("unix:{}", socket.display());
+    let attempt = async {
+        let io = UnixStream::connect(socket)
+            .await
+            .map_err(|source| ProbeError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        get_over(io, &target, "localhost", path, token).await
+    };
+    tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
+        Err(ProbeError::Timeout {
+            target: target.clone(),
+            ms: limit.as_millis(),
+        })
+    })
+}
+
+/// GET an `http://` URL; returns the status code.
+pub async fn http_get_url(url: &str, limit: Duration) -> Result<u16, ProbeError> {
+    let bad = |reason: &str| ProbeError::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url.parse().map_err(|_| bad("it does not parse as a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad("only http:// URLs are probed"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("it has no host"))?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let addr = format!("{}:{port}", authority.host());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let attempt = async {
+        let io = TcpStream::connect(&addr).await.map_err(|source| ProbeError::Connect {
+            target: addr.clone(),
+            source,
+        })?;
+        get_over(io, url, authority.as_str(), &path, None).await
+    };
+    tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
+        Err(ProbeError::Timeout {
+            target: url.to_owned(),
+            ms: limit.as_millis(),
+        })
+    })
+}
+
+/// Connects to `host:port`.
+pub async fn tcp(addr: &str, limit: Duration) -> Result<(), ProbeError> {
+    match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(ProbeError::Connect {
+            target: addr.to_owned(),
+            source,
+        }),
+        Err(_) => Err(ProbeError::Timeout {
+            target: addr.to_owned(),
+            ms: limit.as_millis(),
+        }),
+    }
+}
