@@ -210,7 +210,7 @@ impl Manifest {
             path: path.to_path_buf(),
             reason,
         };
-        let raw: RawManifest = toml::from_str(text).map_err(|e| err(one_line(&e.to_string())))?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| err(toml_error(text, &e)))?;
         for (field, value) in [("name", &raw.name), ("category", &raw.category)] {
             if !valid_name(value) {
                 return Err(err(format!(
@@ -295,8 +295,21 @@ impl Manifest {
     }
 }
 
-/// TOML errors span several lines with a source excerpt; keep the message
-/// and the position on one line.
+/// A TOML error as one line: position, then the parser's message.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = one_line(e.message());
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// Messages may span several lines; keep them on one.
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)

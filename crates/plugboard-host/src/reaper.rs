@@ -115,7 +115,7 @@ pub fn gc(ledger: &mut Ledger, opts: GcOptions, self_host: Option<i64>) -> Resul
         let killed = if opts.dry_run || pids.is_empty() {
             Vec::new()
         } else {
-            tree::terminate(&spec, opts.grace).killed
+            tree::terminate(&spec, opts.grace, false).killed
         };
         report.reaped.push(Reaped {
             resource_id: Some(r.id),
@@ -145,7 +145,7 @@ pub fn gc(ledger: &mut Ledger, opts: GcOptions, self_host: Option<i64>) -> Resul
         let killed = if opts.dry_run {
             Vec::new()
         } else {
-            tree::terminate(&spec, opts.grace).killed
+            tree::terminate(&spec, opts.grace, false).killed
         };
         report.reaped.push(Reaped {
             resource_id: row_rec.as_ref().map(|r| r.id),

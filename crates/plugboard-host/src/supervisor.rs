@@ -599,7 +599,7 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
             // Leave nothing behind: end the tree, then record the failure.
             lock(&worker.state).state = RunState::Stopping;
             let spec = worker.tree_spec();
-            let _ = tokio::task::spawn_blocking(move || tree::terminate(&spec, Duration::from_millis(500))).await;
+            let _ = tokio::task::spawn_blocking(move || tree::terminate(&spec, Duration::from_millis(500), true)).await;
             let exit = wait_exit(worker, Duration::from_secs(5)).await;
             lock(&inner.ledger).end(rid, "failed", exit.and_then(|x| x.code), exit.and_then(|x| x.signal))?;
             let _ = std::fs::remove_file(&listen);
@@ -767,7 +767,7 @@ async fn monitor(
     // Unrequested exit: end what the worker left behind, record the crash.
     let spec = worker.tree_spec();
     let grace = worker.grace();
-    let _ = tokio::task::spawn_blocking(move || tree::terminate(&spec, grace)).await;
+    let _ = tokio::task::spawn_blocking(move || tree::terminate(&spec, grace, true)).await;
     let crashed = !exit.success();
     let new_state = if crashed { RunState::Crashed } else { RunState::Exited };
     if let Some(rid) = rid {
@@ -848,7 +848,7 @@ async fn stop_worker(inner: &Arc<Inner>, worker: &Arc<Worker>, final_state: RunS
         lock(&inner.ledger).set_status(rid, "stopping")?;
     }
     let grace = worker.grace();
-    let outcome = tokio::task::spawn_blocking(move || tree::terminate(&spec, grace))
+    let outcome = tokio::task::spawn_blocking(move || tree::terminate(&spec, grace, true))
         .await
         .unwrap_or_default();
     if !outcome.survivors.is_empty() {
@@ -934,7 +934,7 @@ impl Lifecycle for SupervisedPlugin {
                 s.resource_id,
             )
         };
-        let outcome = tree::terminate(&spec, Duration::ZERO);
+        let outcome = tree::terminate(&spec, Duration::ZERO, true);
         if let (Some(inner), Some(rid)) = (self.inner.upgrade(), rid) {
             lock(&inner.ledger).end(rid, "stopped", None, None)?;
         }

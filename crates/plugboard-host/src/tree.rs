@@ -114,8 +114,15 @@ fn signal_all(pids: &[u32], sig: Signal) {
 /// Ends a tree: SIGTERM to all of it, up to `grace` for it to exit, then
 /// SIGKILL to whatever is left, re-collecting each round. Blocking; returns
 /// when nothing of the tree is alive (or after a bounded number of SIGKILL
-/// rounds).
-pub fn terminate(spec: &TreeSpec, grace: Duration) -> TreeOutcome {
+/// rounds). With `reap`, dead processes of the tree that are this process's
+/// children are waited for (see [`reap_zombies`]); a caller whose own code
+/// may hold `Child` handles to them passes `false`.
+pub fn terminate(spec: &TreeSpec, grace: Duration, reap: bool) -> TreeOutcome {
+    let reap_zombies = |set: &BTreeSet<u32>| {
+        if reap {
+            reap_zombies(set);
+        }
+    };
     let mut out = TreeOutcome::default();
     let mut signalled: BTreeSet<u32> = BTreeSet::new();
     let start = Instant::now();
