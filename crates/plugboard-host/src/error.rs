@@ -36,6 +36,16 @@ pub enum HostError {
         /// Its manifest.
         manifest: PathBuf,
     },
+    /// A `${NAME}` in the launch table names nothing.
+    #[error("plugin {plugin}: ${{{name}}} in {} is not defined (neither a host launch variable nor an environment variable)", manifest.display())]
+    UndefinedVariable {
+        /// The plugin.
+        plugin: String,
+        /// The variable.
+        name: String,
+        /// Its manifest.
+        manifest: PathBuf,
+    },
     /// No conda, mamba or micromamba was found.
     #[error(
         "plugin {plugin} runs in a conda environment, but no micromamba, mamba or conda is on PATH (set PLUGBOARD_CONDA)"
@@ -111,6 +121,22 @@ pub enum HostError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The worker answered the protocol wrongly or is not the plugin its
+    /// manifest describes.
+    #[error("the worker cannot be used")]
+    Worker {
+        /// What the call found.
+        #[source]
+        source: crate::client::CallError,
+    },
+    /// The plugin runs but does not speak the plugboard protocol.
+    #[error("plugin {plugin} does not speak the plugboard protocol (ready = {ready}); call its own endpoint instead")]
+    NoProtocol {
+        /// The plugin.
+        plugin: String,
+        /// Its readiness check.
+        ready: String,
     },
     /// The ledger failed.
     #[error(transparent)]

@@ -57,9 +57,55 @@ pub fn find_conda(configured: Option<&Path>) -> Option<PathBuf> {
     ["micromamba", "mamba", "conda"].into_iter().find_map(which)
 }
 
-/// Resolves `manifest`'s launch for its execution mode.
-pub fn resolve(manifest: &Manifest, conda_tool: Option<&Path>) -> Result<Resolved, HostError> {
+/// Replaces every `${NAME}` in `s` with `vars[NAME]`, else the host's
+/// environment variable NAME; an unknown name is an error naming it.
+pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+        let name = &after[..end];
+        let value = vars
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .ok_or_else(|| name.to_owned())?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Resolves `manifest`'s launch for its execution mode, expanding `${NAME}`
+/// in command, args and env values from `vars` and the environment.
+pub fn resolve(
+    manifest: &Manifest,
+    conda_tool: Option<&Path>,
+    vars: &BTreeMap<String, String>,
+) -> Result<Resolved, HostError> {
     let plugin = manifest.unique_id();
+    let mut manifest = manifest.clone();
+    {
+        let undefined = |name: String| HostError::UndefinedVariable {
+            plugin: plugin.clone(),
+            name,
+            manifest: manifest.path.clone(),
+        };
+        let l = &mut manifest.launch;
+        if let Some(c) = &l.command {
+            l.command = Some(expand(c, vars).map_err(undefined)?);
+        }
+        for a in &mut l.args {
+            *a = expand(a, vars).map_err(undefined)?;
+        }
+        for v in l.env.values_mut() {
+            *v = expand(v, vars).map_err(undefined)?;
+        }
+    }
+    let manifest = &manifest;
     if !matches!(
         manifest.execution_mode,
         ExecutionMode::Subprocess | ExecutionMode::CondaEnv

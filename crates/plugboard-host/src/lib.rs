@@ -12,7 +12,9 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod client;
 pub mod error;
+pub mod handle;
 pub mod launch;
 pub mod ledger;
 pub mod logs;
@@ -24,6 +26,7 @@ pub mod supervisor;
 pub mod tree;
 
 pub use error::HostError;
+pub use handle::{CallError, CallStream, PluginHandle};
 pub use ledger::{Ledger, LedgerError, MARKER_ENV, ResourceRecord};
 pub use manifest::{Catalog, Manifest, ManifestError, ManifestManager, Ready};
 pub use paths::DataDir;

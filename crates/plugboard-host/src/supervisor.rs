@@ -23,7 +23,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 
+use crate::client::{Target, WorkerClient};
 use crate::error::HostError;
+use crate::handle::PluginHandle;
 use crate::launch;
 use crate::ledger::{HostRecord, Intent, Ledger, MARKER_ENV};
 use crate::logs::RotatingLog;
@@ -176,6 +178,8 @@ struct WorkerState {
     stdin: Option<ChildStdin>,
     exit_rx: Option<watch::Receiver<Option<ExitInfo>>>,
     generation: u64,
+    token: Option<String>,
+    handle: Option<PluginHandle>,
 }
 
 struct Worker {
@@ -230,6 +234,8 @@ pub struct SupervisorConfig {
     pub log_max_bytes: u64,
     /// Rotated logs kept.
     pub log_keep: usize,
+    /// Values for `${NAME}` in manifests' launch tables (e.g. `PLUGBOARD_EXE`).
+    pub launch_vars: BTreeMap<String, String>,
 }
 
 impl SupervisorConfig {
@@ -240,6 +246,7 @@ impl SupervisorConfig {
             conda_tool: None,
             log_max_bytes: crate::logs::DEFAULT_MAX_BYTES,
             log_keep: crate::logs::DEFAULT_KEEP,
+            launch_vars: BTreeMap::new(),
         }
     }
 }
@@ -340,6 +347,8 @@ impl Supervisor {
                     stdin: None,
                     exit_rx: None,
                     generation: 0,
+                    token: None,
+                    handle: None,
                 }),
                 log: Arc::new(Mutex::new(RotatingLog::new(
                     &log_path,
@@ -395,6 +404,22 @@ impl Supervisor {
         let mut out: Vec<WorkerStatus> = workers.iter().map(|w| w.status()).collect();
         out.sort_by(|a, b| a.plugin_id.cmp(&b.plugin_id));
         out
+    }
+
+    /// The handle to call a running protocol worker.
+    pub fn handle(&self, unique_id: &str) -> Result<PluginHandle, HostError> {
+        let w = self.worker(unique_id)?;
+        let s = lock(&w.state);
+        match (&s.handle, s.state) {
+            (Some(h), RunState::Running) => Ok(h.clone()),
+            (_, RunState::Running) => Err(HostError::NoProtocol {
+                plugin: unique_id.to_owned(),
+                ready: w.manifest.ready.to_string(),
+            }),
+            _ => Err(HostError::NotRunning {
+                plugin: unique_id.to_owned(),
+            }),
+        }
     }
 
     /// The live pids of a plugin's worker tree.
@@ -465,7 +490,7 @@ fn spawn_attempt(inner: Arc<Inner>, worker: Arc<Worker>) -> BoxFuture<Result<Wor
 async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostError> {
     let m = &worker.manifest;
     let id = m.unique_id();
-    let resolved = launch::resolve(m, inner.cfg.conda_tool.as_deref())?;
+    let resolved = launch::resolve(m, inner.cfg.conda_tool.as_deref(), &inner.cfg.launch_vars)?;
     let details = json!({
         "command": resolved.program.to_string_lossy(),
         "args": resolved.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
@@ -493,6 +518,7 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
     }
     let _ = std::fs::remove_file(&listen);
     lock(&worker.stderr_tail).clear();
+    let token = new_token();
 
     let mut cmd = Command::new(&resolved.program);
     cmd.args(&resolved.args)
@@ -500,6 +526,7 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
         .env(MARKER_ENV, &marker)
         .env(LISTEN_ENV, &listen)
         .env(PLUGIN_ID_ENV, &id)
+        .env(plugboard_protocol::TOKEN_ENV, &token)
         .current_dir(&resolved.cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -575,6 +602,8 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
         s.stdin = child.stdin.take();
         s.exit_rx = Some(exit_rx.clone());
         s.generation += 1;
+        s.token = Some(token.clone());
+        s.handle = None;
         s.generation
     };
     tokio::spawn(monitor(
@@ -585,7 +614,26 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
         generation,
     ));
 
-    match wait_ready(m, &listen, exit_rx, ready_rx, &worker.stderr_tail).await {
+    let ready = match wait_ready(m, &listen, &token, exit_rx, ready_rx, &worker.stderr_tail).await {
+        Ok(()) if m.ready == Ready::Protocol => {
+            // A protocol worker must be the plugin its manifest describes.
+            let handle = PluginHandle::worker(WorkerClient::new(
+                &id,
+                Target::Unix(listen.clone()),
+                Some(token.clone()),
+            ));
+            let declared = (m.config_schema != default_schema()).then_some(&m.config_schema);
+            match handle.verify(&m.name, m.version.as_deref(), declared).await {
+                Ok(()) => {
+                    lock(&worker.state).handle = Some(handle);
+                    Ok(())
+                }
+                Err(source) => Err(HostError::Worker { source }),
+            }
+        }
+        other => other,
+    };
+    match ready {
         Ok(()) => {
             lock(&inner.ledger).set_status(rid, "running")?;
             let mut s = lock(&worker.state);
@@ -611,6 +659,7 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
 async fn wait_ready(
     m: &Manifest,
     listen: &Path,
+    token: &str,
     exit_rx: watch::Receiver<Option<ExitInfo>>,
     ready_rx: watch::Receiver<bool>,
     stderr_tail: &Mutex<VecDeque<String>>,
@@ -624,7 +673,7 @@ async fn wait_ready(
         let ok = match &m.ready {
             Ready::None => true,
             Ready::LogLine(_) => *ready_rx.borrow(),
-            Ready::Protocol => match probe::http_get_unix(listen, probe::HEALTH_PATH, None, attempt).await {
+            Ready::Protocol => match probe::http_get_unix(listen, probe::HEALTH_PATH, Some(token), attempt).await {
                 Ok(200) => true,
                 Ok(code) => {
                     last_error = Some(format!("health answered HTTP {code}"));
@@ -956,4 +1005,19 @@ pub fn worker_env_names() -> BTreeMap<&'static str, &'static str> {
         (LISTEN_ENV, "the Unix socket path the worker serves the protocol on"),
         (PLUGIN_ID_ENV, "the plugin's unique id"),
     ])
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to a v4 UUID (also OS-random, but a
+        // second source); a token is still required.
+        return uuid::Uuid::new_v4().simple().to_string();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The schema a manifest gets when it declares none.
+fn default_schema() -> Value {
+    json!({"type": "object", "properties": {}})
 }

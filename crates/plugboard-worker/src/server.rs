@@ -1,0 +1,438 @@
+//! The protocol v1 server.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use plugboard_protocol::{
+    CallContext, CancelRequest, CancelResponse, ConfigResult, ErrorBody, ErrorCode, ExecError, ExecuteRequest,
+    ExecuteResponse, Executor, Health, LISTEN_ENV, MAX_REQUEST_BYTES, PROTOCOL_VERSION, StreamEvent, TOKEN_ENV,
+    VERSION_HEADER, paths,
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Notify, mpsc};
+
+use crate::body::{ChannelBody, ResponseBody, full};
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `PLUGBOARD_LISTEN` is not set.
+    #[error(
+        "PLUGBOARD_LISTEN is not set: a plugboard worker is started by a plugboard host, which gives it an address"
+    )]
+    NoAddress,
+    /// The address could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Where to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP address (`host:port`).
+    Tcp(String),
+}
+
+impl Listen {
+    /// Parses a `PLUGBOARD_LISTEN` value: `tcp://HOST:PORT`, else a socket path.
+    pub fn parse(s: &str) -> Listen {
+        match s.strip_prefix("tcp://") {
+            Some(addr) => Listen::Tcp(addr.to_owned()),
+            None => Listen::Unix(PathBuf::from(s)),
+        }
+    }
+}
+
+struct State {
+    executor: Arc<dyn Executor>,
+    token: Option<String>,
+    calls: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    active: AtomicU32,
+    shutdown: Notify,
+}
+
+/// A configured server: an executor, an address and an optional token.
+pub struct Server {
+    state: Arc<State>,
+    listen: Listen,
+}
+
+impl Server {
+    /// A server for `executor` on `listen`, requiring `token` when given.
+    pub fn new(executor: Arc<dyn Executor>, listen: Listen, token: Option<String>) -> Server {
+        Server {
+            state: Arc::new(State {
+                executor,
+                token: token.filter(|t| !t.is_empty()),
+                calls: Mutex::new(HashMap::new()),
+                active: AtomicU32::new(0),
+                shutdown: Notify::new(),
+            }),
+            listen,
+        }
+    }
+
+    /// Serves until `POST /v1/shutdown`.
+    pub async fn serve(self) -> Result<(), ServeError> {
+        match &self.listen {
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let listener = UnixListener::bind(path).map_err(|source| ServeError::Bind {
+                    address: path.display().to_string(),
+                    source,
+                })?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+                }
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            if let Ok((stream, _)) = accepted {
+                                spawn_conn(stream, Arc::clone(&self.state));
+                            }
+                        }
+                        _ = self.state.shutdown.notified() => break,
+                    }
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            Listen::Tcp(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+                    address: addr.clone(),
+                    source,
+                })?;
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            if let Ok((stream, _)) = accepted {
+                                let _ = stream.set_nodelay(true);
+                                spawn_conn(stream, Arc::clone(&self.state));
+                            }
+                        }
+                        _ = self.state.shutdown.notified() => break,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, state: Arc<State>) {
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(handle(req, state).await) }
+        });
+        let _ = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    });
+}
+
+/// Serves `executor` on the address and token from the environment until
+/// shutdown.
+pub async fn serve(executor: Arc<dyn Executor>) -> Result<(), ServeError> {
+    let listen = std::env::var(LISTEN_ENV).map_err(|_| ServeError::NoAddress)?;
+    let token = std::env::var(TOKEN_ENV).ok();
+    Server::new(executor, Listen::parse(&listen), token).serve().await
+}
+
+/// Runs a worker from `main`: serves `executor` from the environment's
+/// address, exits when stdin closes (the host is gone) or on shutdown.
+/// Errors are printed to stderr as one line with their causes.
+pub fn run<E: Executor>(executor: E) -> ExitCode {
+    if !std::io::stdin().is_terminal() {
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&ServeError::Runtime(e)),
+    };
+    match rt.block_on(serve(Arc::new(executor))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    let mut line = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        src = s.source();
+    }
+    eprintln!("plugboard worker: {line}");
+    ExitCode::FAILURE
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &ErrorBody::new(code, message))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<ResponseBody>> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        return Err(error(
+            ErrorCode::TooLarge,
+            format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
+        ));
+    }
+    let body = Limited::new(req.into_body(), MAX_REQUEST_BYTES);
+    let bytes: Bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return Err(if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                error(
+                    ErrorCode::TooLarge,
+                    format!("request body is larger than {MAX_REQUEST_BYTES} bytes"),
+                )
+            } else {
+                error(ErrorCode::BadRequest, format!("cannot read request body: {e}"))
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| error(ErrorCode::BadRequest, format!("request body is not valid: {e}")))
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseBody> {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return error(ErrorCode::Unauthorized, "missing or wrong bearer token");
+        }
+    }
+    if let Some(v) = req.headers().get(VERSION_HEADER) {
+        let theirs = v.to_str().unwrap_or("?").trim().to_owned();
+        if theirs != PROTOCOL_VERSION.to_string() {
+            return error(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "protocol version mismatch: the host speaks protocol {theirs}, this worker speaks protocol {PROTOCOL_VERSION}"
+                ),
+            );
+        }
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let known = paths::ALL.contains(&path.as_str());
+    let get_only = path == paths::MANIFEST || path == paths::HEALTH;
+    if !known {
+        return error(ErrorCode::NotFound, format!("no endpoint {path}"));
+    }
+    if (get_only && method != Method::GET) || (!get_only && method != Method::POST) {
+        let want = if get_only { "GET" } else { "POST" };
+        return error(
+            ErrorCode::MethodNotAllowed,
+            format!("{path} takes {want}, not {method}"),
+        );
+    }
+    match path.as_str() {
+        p if p == paths::MANIFEST => json(StatusCode::OK, &state.executor.manifest()),
+        p if p == paths::HEALTH => json(
+            StatusCode::OK,
+            &Health {
+                status: "ok".into(),
+                protocol_version: PROTOCOL_VERSION,
+                active_calls: state.active.load(Ordering::SeqCst),
+            },
+        ),
+        p if p == paths::CONFIG_VALIDATE || p == paths::CONFIG_APPLY => {
+            let config: Value = match read_json(req).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            let apply = p == paths::CONFIG_APPLY;
+            let exec = Arc::clone(&state.executor);
+            let result = tokio::task::spawn_blocking(move || {
+                if apply {
+                    exec.apply_config(config).err().unwrap_or_default()
+                } else {
+                    exec.validate_config(&config)
+                }
+            })
+            .await
+            .unwrap_or_default();
+            // An invalid config is a successful answer that says so.
+            json(
+                StatusCode::OK,
+                &ConfigResult {
+                    valid: result.is_empty(),
+                    violations: result,
+                },
+            )
+        }
+        p if p == paths::EXECUTE => {
+            let call: ExecuteRequest = match read_json(req).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            let (id, flag) = register(&state, call.request_id.clone());
+            let exec = Arc::clone(&state.executor);
+            state.active.fetch_add(1, Ordering::SeqCst);
+            let ctx_flag = Arc::clone(&flag);
+            let result =
+                tokio::task::spawn_blocking(move || exec.execute(call.input, &CallContext::with(ctx_flag, None)))
+                    .await
+                    .unwrap_or_else(|e| Err(ExecError::Failed(format!("the plugin panicked: {e}"))));
+            state.active.fetch_sub(1, Ordering::SeqCst);
+            unregister(&state, &id);
+            match result {
+                Ok(output) => json(StatusCode::OK, &ExecuteResponse { output }),
+                Err(e) => {
+                    let info = e.to_info();
+                    error(info.code, info.message)
+                }
+            }
+        }
+        p if p == paths::EXECUTE_STREAM => {
+            let call: ExecuteRequest = match read_json(req).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            stream(state, call)
+        }
+        p if p == paths::CANCEL => {
+            let c: CancelRequest = match read_json(req).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            let flag = state
+                .calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&c.request_id)
+                .cloned();
+            if let Some(f) = &flag {
+                f.store(true, Ordering::SeqCst);
+            }
+            json(
+                StatusCode::OK,
+                &CancelResponse {
+                    cancelled: flag.is_some(),
+                },
+            )
+        }
+        _ => {
+            // paths::SHUTDOWN
+            state.shutdown.notify_one();
+            json(StatusCode::OK, &serde_json::json!({"shutting_down": true}))
+        }
+    }
+}
+
+fn register(state: &State, id: Option<String>) -> (String, Arc<AtomicBool>) {
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let flag = Arc::new(AtomicBool::new(false));
+    state
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), Arc::clone(&flag));
+    (id, flag)
+}
+
+fn unregister(state: &State, id: &str) {
+    state.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+}
+
+fn line(event: &StreamEvent) -> Bytes {
+    let mut v = serde_json::to_vec(event).unwrap_or_else(|_| b"{}".to_vec());
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn stream(state: Arc<State>, call: ExecuteRequest) -> Response<ResponseBody> {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let (id, flag) = register(&state, call.request_id.clone());
+    let exec = Arc::clone(&state.executor);
+    state.active.fetch_add(1, Ordering::SeqCst);
+    let sink_tx = tx.clone();
+    let sink_flag = Arc::clone(&flag);
+    let ctx = CallContext::with(
+        Arc::clone(&flag),
+        Some(Box::new(move |event: StreamEvent| {
+            // A client that went away cancels the call.
+            if sink_tx.blocking_send(line(&event)).is_err() {
+                sink_flag.store(true, Ordering::SeqCst);
+            }
+        })),
+    );
+    let state2 = Arc::clone(&state);
+    tokio::spawn(async move {
+        let result = tokio::task::spawn_blocking(move || exec.execute(call.input, &ctx))
+            .await
+            .unwrap_or_else(|e| Err(ExecError::Failed(format!("the plugin panicked: {e}"))));
+        state2.active.fetch_sub(1, Ordering::SeqCst);
+        unregister(&state2, &id);
+        let last = match result {
+            Ok(output) => StreamEvent::Result { output },
+            Err(e) => StreamEvent::Error { error: e.to_info() },
+        };
+        let _ = tx.send(line(&last)).await;
+    });
+    let mut resp = Response::new(ChannelBody::boxed_from(rx));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}

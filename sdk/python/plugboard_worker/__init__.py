@@ -1,0 +1,458 @@
+"""plugboard_worker: write a plugboard worker in Python (standard library only).
+
+Subclass :class:`Worker`, implement :meth:`Worker.execute`, and call
+:func:`run`. The worker serves plugboard protocol v1 (HTTP/1.1 + JSON) on the
+address the host gives in ``PLUGBOARD_LISTEN`` (a Unix socket path, or
+``tcp://HOST:PORT``), requires the bearer token in ``PLUGBOARD_TOKEN`` when one
+is set, streams progress as NDJSON, honours cancel, and exits when its stdin
+closes (the host died) or on ``POST /v1/shutdown``. Your own prints go to
+stdout as usual: the protocol never uses it.
+
+    from plugboard_worker import Worker, run
+
+    class Upper(Worker):
+        name = "upper"
+        version = "0.1.0"
+        def execute(self, input, ctx):
+            return {"text": input["text"].upper()}
+
+    if __name__ == "__main__":
+        run(Upper())
+"""
+
+import hmac
+import http.server
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+import uuid
+
+__all__ = ["Worker", "Context", "ExecError", "InvalidInput", "Cancelled", "run", "serve", "validate", "PROTOCOL_VERSION"]
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+VERSION_HEADER = "plugboard-protocol"
+
+
+class ExecError(Exception):
+    """A call failed; ``code`` is the protocol error code."""
+
+    code = "plugin_error"
+    status = 500
+
+
+class InvalidInput(ExecError):
+    """The input was rejected (HTTP 422)."""
+
+    code = "invalid_input"
+    status = 422
+
+
+class Cancelled(ExecError):
+    """The call was cancelled (HTTP 499)."""
+
+    code = "cancelled"
+    status = 499
+
+    def __init__(self, message="cancelled"):
+        super().__init__(message)
+
+
+class Context:
+    """What a running call sees: its cancel flag and a way to report progress."""
+
+    def __init__(self, cancel_event, sink=None):
+        self._cancel = cancel_event
+        self._sink = sink
+
+    @property
+    def cancelled(self):
+        """True once the caller asked to cancel; long calls check it often."""
+        return self._cancel.is_set()
+
+    def check_cancelled(self):
+        """Raise :class:`Cancelled` once cancelled."""
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    def progress(self, fraction, message=None):
+        """Report progress (0 to 1) on streaming calls; a no-op otherwise."""
+        if self._sink is not None:
+            self._sink({"type": "progress", "progress": max(0.0, min(1.0, float(fraction))), "message": message})
+
+    def log(self, level, message):
+        """Send a log line on streaming calls; a no-op otherwise."""
+        if self._sink is not None:
+            self._sink({"type": "log", "level": level, "message": str(message)})
+
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+}
+
+
+def _is_type(value, t):
+    if t == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t == "null":
+        return value is None
+    py = _TYPES.get(t)
+    return py is not None and isinstance(value, py)
+
+
+def validate(schema, value, pointer=""):
+    """Check ``value`` against the common JSON Schema keywords (type, enum,
+    const, minimum, maximum, exclusiveMinimum, exclusiveMaximum, minLength,
+    maxLength, required, properties, additionalProperties, items); returns a
+    list of ``{"pointer", "reason"}``. Hosts validate fully; this keeps a
+    worker honest on its own."""
+    errors = []
+    if not isinstance(schema, dict):
+        return errors
+    t = schema.get("type")
+    if t is not None:
+        types = t if isinstance(t, list) else [t]
+        if not any(_is_type(value, x) for x in types):
+            errors.append({"pointer": pointer, "reason": f"{json.dumps(value)} is not of type {' or '.join(types)}"})
+            return errors
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append({"pointer": pointer, "reason": f"{json.dumps(value)} is not one of {json.dumps(schema['enum'])}"})
+    if "const" in schema and value != schema["const"]:
+        errors.append({"pointer": pointer, "reason": f"{json.dumps(value)} is not {json.dumps(schema['const'])}"})
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for key, bad in (
+            ("minimum", lambda v, m: v < m),
+            ("maximum", lambda v, m: v > m),
+            ("exclusiveMinimum", lambda v, m: v <= m),
+            ("exclusiveMaximum", lambda v, m: v >= m),
+        ):
+            if key in schema and bad(value, schema[key]):
+                errors.append({"pointer": pointer, "reason": f"{value} violates {key} {schema[key]}"})
+    if isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            errors.append({"pointer": pointer, "reason": f"shorter than {schema['minLength']} characters"})
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append({"pointer": pointer, "reason": f"longer than {schema['maxLength']} characters"})
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in value:
+                errors.append({"pointer": pointer, "reason": f"{json.dumps(name)} is a required property"})
+        for name, sub in value.items():
+            child = pointer + "/" + name.replace("~", "~0").replace("/", "~1")
+            if name in props:
+                errors.extend(validate(props[name], sub, child))
+            elif schema.get("additionalProperties") is False:
+                errors.append({"pointer": pointer, "reason": f"additional property {json.dumps(name)} is not allowed"})
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            errors.extend(validate(schema["items"], item, f"{pointer}/{i}"))
+    return errors
+
+
+def _defaults(schema):
+    out = {}
+    for name, sub in (schema.get("properties") or {}).items():
+        if isinstance(sub, dict) and "default" in sub:
+            out[name] = sub["default"]
+    return out
+
+
+class Worker:
+    """Base class of a worker. Set ``name``, ``version``, ``config_schema``
+    (a JSON Schema dict), ``streaming`` and ``cancel``, and implement
+    :meth:`execute`. The applied config is in ``self.config`` (schema defaults
+    filled in)."""
+
+    name = "worker"
+    version = None
+    config_schema = {"type": "object", "properties": {}}
+    streaming = False
+    cancel = False
+
+    def __init__(self):
+        self.config = _defaults(self.config_schema)
+
+    def manifest(self):
+        """The protocol manifest of this worker."""
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "config_schema": self.config_schema,
+            "capabilities": {"streaming": bool(self.streaming), "cancel": bool(self.cancel)},
+        }
+
+    def validate_config(self, config):
+        """Every violation of ``config``; empty when valid."""
+        return validate(self.config_schema, config)
+
+    def apply_config(self, config):
+        """Validate and apply ``config``; returns the violations (empty when applied)."""
+        errors = self.validate_config(config)
+        if not errors:
+            merged = _defaults(self.config_schema)
+            merged.update(config)
+            self.config = merged
+        return errors
+
+    def execute(self, input, ctx):
+        """Run one call and return a JSON-compatible output. Raise
+        :class:`InvalidInput`, :class:`Cancelled` or :class:`ExecError`."""
+        raise ExecError(f"{type(self).__name__}.execute is not implemented")
+
+
+class _State:
+    def __init__(self, worker, token):
+        self.worker = worker
+        self.token = token or None
+        self.calls = {}
+        self.lock = threading.Lock()
+        self.server = None
+
+    def register(self, request_id):
+        request_id = request_id or str(uuid.uuid4())
+        event = threading.Event()
+        with self.lock:
+            self.calls[request_id] = event
+        return request_id, event
+
+    def unregister(self, request_id):
+        with self.lock:
+            self.calls.pop(request_id, None)
+
+
+def _handler(state):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "plugboard-worker-python/0.1"
+
+        def address_string(self):
+            return "host"
+
+        def log_message(self, fmt, *args):
+            pass
+
+        def _send(self, status, body, content_type="application/json"):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status, code, message):
+            self._send(status, {"error": {"code": code, "message": message}})
+
+        def _gate(self):
+            if state.token is not None:
+                given = self.headers.get("Authorization", "")
+                if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), state.token.encode()):
+                    self._error(401, "unauthorized", "missing or wrong bearer token")
+                    return False
+            theirs = self.headers.get(VERSION_HEADER)
+            if theirs is not None and theirs.strip() != str(PROTOCOL_VERSION):
+                self._error(
+                    400,
+                    "version_mismatch",
+                    f"protocol version mismatch: the host speaks protocol {theirs.strip()}, "
+                    f"this worker speaks protocol {PROTOCOL_VERSION}",
+                )
+                return False
+            return True
+
+        def _body(self):
+            length = self.headers.get("Content-Length")
+            try:
+                n = int(length) if length is not None else 0
+            except ValueError:
+                self._error(400, "bad_request", "Content-Length is not a number")
+                return None
+            if n > MAX_REQUEST_BYTES:
+                self.close_connection = True
+                self._error(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+                return None
+            raw = self.rfile.read(n)
+            try:
+                return json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                self._error(400, "bad_request", f"request body is not valid: {e}")
+                return None
+
+        def do_GET(self):
+            if not self._gate():
+                return
+            if self.path == "/v1/manifest":
+                self._send(200, state.worker.manifest())
+            elif self.path == "/v1/health":
+                with state.lock:
+                    active = len(state.calls)
+                self._send(200, {"status": "ok", "protocol_version": PROTOCOL_VERSION, "active_calls": active})
+            elif self.path in _POST_PATHS:
+                self._error(405, "method_not_allowed", f"{self.path} takes POST, not GET")
+            else:
+                self._error(404, "not_found", f"no endpoint {self.path}")
+
+        def do_POST(self):
+            if not self._gate():
+                return
+            if self.path in ("/v1/manifest", "/v1/health"):
+                self._error(405, "method_not_allowed", f"{self.path} takes GET, not POST")
+                return
+            if self.path not in _POST_PATHS:
+                self._error(404, "not_found", f"no endpoint {self.path}")
+                return
+            body = self._body()
+            if body is None:
+                return
+            if self.path == "/v1/config/validate":
+                errors = state.worker.validate_config(body)
+                self._send(200, {"valid": not errors, "violations": errors})
+            elif self.path == "/v1/config/apply":
+                errors = state.worker.apply_config(body)
+                self._send(200, {"valid": not errors, "violations": errors})
+            elif self.path == "/v1/execute":
+                self._execute(body)
+            elif self.path == "/v1/execute/stream":
+                self._stream(body)
+            elif self.path == "/v1/cancel":
+                rid = body.get("request_id") if isinstance(body, dict) else None
+                with state.lock:
+                    event = state.calls.get(rid)
+                if event is not None:
+                    event.set()
+                self._send(200, {"cancelled": event is not None})
+            else:
+                self._send(200, {"shutting_down": True})
+                threading.Thread(target=state.server.shutdown, daemon=True).start()
+
+        def _call(self, body):
+            if not isinstance(body, dict) or "input" not in body:
+                self._error(400, "bad_request", 'request body must be {"input": ..., "request_id": optional}')
+                return None
+            return body
+
+        def _execute(self, body):
+            body = self._call(body)
+            if body is None:
+                return
+            rid, event = state.register(body.get("request_id"))
+            try:
+                output = state.worker.execute(body["input"], Context(event))
+                self._send(200, {"output": output})
+            except ExecError as e:
+                self._error(e.status, e.code, str(e) if not isinstance(e, Cancelled) else "cancelled")
+            except Exception as e:  # the plugin failed; the worker goes on
+                self._error(500, "plugin_error", f"{type(e).__name__}: {e}")
+            finally:
+                state.unregister(rid)
+
+        def _stream(self, body):
+            body = self._call(body)
+            if body is None:
+                return
+            rid, event = state.register(body.get("request_id"))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            write_lock = threading.Lock()
+
+            def emit(ev):
+                data = (json.dumps(ev) + "\n").encode()
+                with write_lock:
+                    try:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                    except OSError:
+                        event.set()  # the host went away: cancel
+
+            try:
+                output = state.worker.execute(body["input"], Context(event, emit))
+                emit({"type": "result", "output": output})
+            except ExecError as e:
+                emit({"type": "error", "error": {"code": e.code, "message": str(e)}})
+            except Exception as e:
+                emit({"type": "error", "error": {"code": "plugin_error", "message": f"{type(e).__name__}: {e}"}})
+            finally:
+                state.unregister(rid)
+                try:
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    pass
+
+    return Handler
+
+
+_POST_PATHS = ("/v1/config/validate", "/v1/config/apply", "/v1/execute", "/v1/execute/stream", "/v1/cancel", "/v1/shutdown")
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class _TcpServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().server_bind()
+
+
+def serve(worker, listen, token=None):
+    """Serve ``worker`` on ``listen`` (socket path or ``tcp://HOST:PORT``)
+    until shutdown."""
+    state = _State(worker, token)
+    handler = _handler(state)
+    if listen.startswith("tcp://"):
+        host, _, port = listen[len("tcp://"):].rpartition(":")
+        server = _TcpServer((host or "127.0.0.1", int(port)), handler)
+    else:
+        try:
+            os.unlink(listen)
+        except FileNotFoundError:
+            pass
+        server = _UnixServer(listen, handler)
+        os.chmod(listen, 0o600)
+    state.server = server
+    with server:
+        server.serve_forever(poll_interval=0.2)
+    if not listen.startswith("tcp://"):
+        try:
+            os.unlink(listen)
+        except FileNotFoundError:
+            pass
+
+
+def _watch_stdin():
+    try:
+        while sys.stdin.buffer.read(65536):
+            pass
+    except (OSError, ValueError):
+        pass
+    os._exit(0)
+
+
+def run(worker):
+    """Serve ``worker`` on the address and token the host gave in the
+    environment; exit when stdin closes or on shutdown."""
+    listen = os.environ.get("PLUGBOARD_LISTEN")
+    if not listen:
+        sys.stderr.write(
+            "plugboard worker: PLUGBOARD_LISTEN is not set: a plugboard worker is started by a plugboard host, "
+            "which gives it an address\n"
+        )
+        sys.exit(2)
+    if not sys.stdin.isatty():
+        threading.Thread(target=_watch_stdin, daemon=True).start()
+    serve(worker, listen, os.environ.get("PLUGBOARD_TOKEN"))

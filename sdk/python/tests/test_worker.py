@@ -1,0 +1,157 @@
+"""Tests of the Python worker SDK against a real server on a Unix socket."""
+import http.client
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from plugboard_worker import Cancelled, InvalidInput, Worker, serve, validate  # noqa: E402
+
+
+class Counter(Worker):
+    name = "counter"
+    version = "1.0.0"
+    streaming = True
+    cancel = True
+    config_schema = {
+        "type": "object",
+        "properties": {"scale": {"type": "integer", "minimum": 1, "default": 1}},
+        "additionalProperties": False,
+    }
+
+    def execute(self, input, ctx):
+        if not isinstance(input, dict) or not isinstance(input.get("n"), int):
+            raise InvalidInput("n must be an integer")
+        for i in range(input["n"]):
+            ctx.check_cancelled()
+            time.sleep(input.get("sleep", 0))
+            ctx.progress((i + 1) / input["n"], f"{i + 1}")
+        if input.get("boom"):
+            raise RuntimeError("boom")
+        return {"count": input["n"] * self.config["scale"]}
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+class SdkTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp()
+        cls.sock = os.path.join(cls.dir, "w.sock")
+        cls.thread = threading.Thread(target=serve, args=(Counter(), cls.sock, "secret"), daemon=True)
+        cls.thread.start()
+        for _ in range(200):
+            if os.path.exists(cls.sock):
+                break
+            time.sleep(0.01)
+
+    def request(self, method, path, body=None, token="secret", headers=None):
+        conn = UnixConnection(self.sock)
+        h = {"Content-Type": "application/json"}
+        if token:
+            h["Authorization"] = "Bearer " + token
+        h.update(headers or {})
+        data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, path, body=data, headers=h)
+        resp = conn.getresponse()
+        raw = resp.read()
+        conn.close()
+        return resp.status, raw
+
+    def test_manifest_and_health(self):
+        status, raw = self.request("GET", "/v1/manifest")
+        self.assertEqual(status, 200)
+        m = json.loads(raw)
+        self.assertEqual((m["protocol_version"], m["name"], m["version"]), (1, "counter", "1.0.0"))
+        self.assertTrue(m["capabilities"]["streaming"])
+        status, raw = self.request("GET", "/v1/health")
+        self.assertEqual(json.loads(raw)["status"], "ok")
+
+    def test_token_is_required(self):
+        self.assertEqual(self.request("GET", "/v1/health", token=None)[0], 401)
+        self.assertEqual(self.request("GET", "/v1/health", token="nope")[0], 401)
+
+    def test_version_mismatch_names_both(self):
+        status, raw = self.request("GET", "/v1/health", headers={"plugboard-protocol": "7"})
+        self.assertEqual(status, 400)
+        self.assertIn("host speaks protocol 7, this worker speaks protocol 1", raw.decode())
+
+    def test_bad_requests(self):
+        self.assertEqual(self.request("POST", "/v1/execute", b"{oops")[0], 400)
+        self.assertEqual(self.request("POST", "/v1/execute", {"x": 1})[0], 400)
+        self.assertEqual(self.request("GET", "/v1/missing")[0], 404)
+        self.assertEqual(self.request("GET", "/v1/execute")[0], 405)
+        status, raw = self.request("POST", "/v1/execute", {"input": {"n": "x"}})
+        self.assertEqual(status, 422)
+        self.assertEqual(json.loads(raw)["error"]["code"], "invalid_input")
+        status, raw = self.request("POST", "/v1/execute", {"input": {"n": 1, "boom": True}})
+        self.assertEqual(status, 500)
+        self.assertIn("RuntimeError: boom", raw.decode())
+
+    def test_execute_stream_and_config(self):
+        status, raw = self.request("POST", "/v1/execute", {"input": {"n": 3}})
+        self.assertEqual((status, json.loads(raw)), (200, {"output": {"count": 3}}))
+        status, raw = self.request("POST", "/v1/execute/stream", {"input": {"n": 2}})
+        events = [json.loads(line) for line in raw.decode().splitlines() if line]
+        self.assertEqual([e["type"] for e in events], ["progress", "progress", "result"])
+        self.assertEqual(events[-1]["output"], {"count": 2})
+        status, raw = self.request("POST", "/v1/config/validate", {"scale": 0, "other": 1})
+        result = json.loads(raw)
+        self.assertFalse(result["valid"])
+        self.assertEqual(len(result["violations"]), 2)
+        status, raw = self.request("POST", "/v1/config/apply", {"scale": 10})
+        self.assertTrue(json.loads(raw)["valid"])
+        status, raw = self.request("POST", "/v1/execute", {"input": {"n": 2}})
+        self.assertEqual(json.loads(raw)["output"], {"count": 20})
+        self.request("POST", "/v1/config/apply", {"scale": 1})
+
+    def test_cancel(self):
+        result = {}
+
+        def call():
+            result["resp"] = self.request("POST", "/v1/execute", {"input": {"n": 1000, "sleep": 0.01}, "request_id": "c1"})
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.2)
+        status, raw = self.request("POST", "/v1/cancel", {"request_id": "c1"})
+        self.assertTrue(json.loads(raw)["cancelled"])
+        t.join(5)
+        self.assertEqual(result["resp"][0], 499)
+        status, raw = self.request("POST", "/v1/cancel", {"request_id": "none"})
+        self.assertFalse(json.loads(raw)["cancelled"])
+
+    def test_too_large(self):
+        conn = UnixConnection(self.sock)
+        conn.putrequest("POST", "/v1/execute")
+        conn.putheader("Authorization", "Bearer secret")
+        conn.putheader("Content-Length", str(17 * 1024 * 1024))
+        conn.endheaders()
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 413)
+        conn.close()
+
+    def test_validate_helper(self):
+        schema = {"type": "object", "required": ["a"], "properties": {"a": {"type": "string", "enum": ["x"]}}}
+        self.assertEqual(validate(schema, {"a": "x"}), [])
+        self.assertEqual(validate(schema, {})[0]["reason"], '"a" is a required property')
+        self.assertEqual(validate(schema, {"a": "y"})[0]["pointer"], "/a")
+        self.assertEqual(validate({"type": "integer"}, True)[0]["pointer"], "")
+
+
+if __name__ == "__main__":
+    unittest.main()
