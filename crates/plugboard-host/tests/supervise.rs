@@ -93,11 +93,19 @@ async fn readiness_by_protocol_health_and_environment() {
     let st = sup.start(m).await.unwrap();
     assert_eq!(st.state, RunState::Running);
     let listen = st.listen.clone().unwrap();
+    // Without the worker's token: refused; the host's handle has it.
     assert_eq!(
         plugboard_host::probe::http_get_unix(&listen, "/v1/health", None, Duration::from_secs(2))
             .await
             .unwrap(),
-        200
+        401
+    );
+    assert_eq!(sup.handle("test_health").unwrap().health().await.unwrap().status, "ok");
+    assert_eq!(
+        plugboard_host::probe::http_get_unix(&listen, "/v1/health", Some("nope"), Duration::from_secs(2))
+            .await
+            .unwrap(),
+        401
     );
     let marker = sup.with_ledger(|l| l.marker(st.resource_id.unwrap()));
     let log = st.log_path.clone();
