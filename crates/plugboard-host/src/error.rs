@@ -138,6 +138,21 @@ pub enum HostError {
         /// Its readiness check.
         ready: String,
     },
+    /// An in-process plugin has no code registered in this host.
+    #[error("plugin {plugin} runs in-process, but this host has no code registered for it")]
+    NoInProcessCode {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The plugin's config could not be loaded or was refused.
+    #[error("plugin {plugin}: its config cannot be used")]
+    Config {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        #[source]
+        source: plugboard_core::ConfigError,
+    },
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod error;
 pub mod handle;
+pub mod host;
 pub mod launch;
 pub mod ledger;
 pub mod logs;
@@ -27,6 +28,7 @@ pub mod tree;
 
 pub use error::HostError;
 pub use handle::{CallError, CallStream, PluginHandle};
+pub use host::{Host, HostConfig, PluginInfo, registry_for};
 pub use ledger::{Ledger, LedgerError, MARKER_ENV, ResourceRecord};
 pub use manifest::{Catalog, Manifest, ManifestError, ManifestManager, Ready};
 pub use paths::DataDir;

@@ -14,9 +14,13 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// A data dir at `root`.
+    /// A data dir at `root`, made absolute (workers run in other
+    /// directories and are given paths inside it).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DataDir { root: root.into() }
+        let root = root.into();
+        DataDir {
+            root: std::path::absolute(&root).unwrap_or(root),
+        }
     }
 
     /// `$XDG_DATA_HOME/plugboard`, else `$HOME/.local/share/plugboard`, else

@@ -455,4 +455,11 @@ def run(worker):
         sys.exit(2)
     if not sys.stdin.isatty():
         threading.Thread(target=_watch_stdin, daemon=True).start()
-    serve(worker, listen, os.environ.get("PLUGBOARD_TOKEN"))
+    try:
+        serve(worker, listen, os.environ.get("PLUGBOARD_TOKEN"))
+    except Exception as e:  # report in one line, exit without waiting on the stdin thread
+        sys.stderr.write(f"plugboard worker: cannot serve on {listen}: {type(e).__name__}: {e}\n")
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)

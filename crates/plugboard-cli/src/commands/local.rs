@@ -1,0 +1,583 @@
+//! Commands that need no running host: they read manifests, configs, the
+//! ledger and log files directly.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plugboard_core::config_store::check_id;
+use plugboard_core::{ConfigError, ExecutionMode, PluginMetadata, UnifiedPluginRegistry, plugin_stats};
+use plugboard_host::ledger::now_ms;
+use plugboard_host::{DataDir, GcOptions, Ledger, gc as run_gc, registry_for};
+use serde_json::{Map, Value, json};
+
+use crate::output::{self, human_duration, table};
+use crate::{CmdResult, Dirs, Failure};
+
+/// The registry over the plugins dirs, warnings printed for bad manifests.
+pub fn registry(dirs: &Dirs) -> Result<UnifiedPluginRegistry, Failure> {
+    if dirs.plugins_explicit {
+        for p in &dirs.plugins {
+            if !p.is_dir() {
+                return Err(Failure::usage(format!(
+                    "plugins directory {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+    }
+    let (registry, catalog) = registry_for(&dirs.plugins, dirs.config.clone());
+    for p in &catalog.problems {
+        if !dirs.plugins_explicit && p.reason.contains("does not exist") {
+            continue; // the default dir need not exist
+        }
+        eprintln!("warning: {p}");
+    }
+    Ok(registry)
+}
+
+fn known<'a>(r: &'a UnifiedPluginRegistry, id: &str) -> Result<&'a PluginMetadata, Failure> {
+    check_id(id).map_err(Failure::usage)?;
+    r.get_plugin(id)
+        .ok_or_else(|| Failure::not_found(format!("unknown plugin {id:?} (see `plugboard list`)")))
+}
+
+fn with_id(m: &PluginMetadata) -> Value {
+    let mut v = Map::new();
+    v.insert("unique_id".into(), json!(m.unique_id()));
+    if let Ok(Value::Object(fields)) = serde_json::to_value(m) {
+        v.extend(fields);
+    }
+    Value::Object(v)
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+/// `plugboard list`.
+pub fn list(
+    dirs: &Dirs,
+    category: Option<String>,
+    mode: Option<ExecutionMode>,
+    configured: bool,
+    unconfigured: bool,
+    as_json: bool,
+) -> CmdResult {
+    let r = registry(dirs)?;
+    let plugins: Vec<&PluginMetadata> = r
+        .all_plugins()
+        .into_iter()
+        .filter(|p| category.as_ref().is_none_or(|c| &p.category == c))
+        .filter(|p| mode.is_none_or(|m| p.execution_mode == m))
+        .filter(|p| !configured || p.is_configured)
+        .filter(|p| !unconfigured || !p.is_configured)
+        .collect();
+    if as_json {
+        output::json(&plugins.iter().map(|p| with_id(p)).collect::<Vec<_>>());
+        return Ok(());
+    }
+    if plugins.is_empty() {
+        eprintln!(
+            "no plugins found in {}",
+            dirs.plugins
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = plugins
+        .iter()
+        .map(|p| {
+            vec![
+                p.unique_id(),
+                p.title.clone(),
+                p.execution_mode.to_string(),
+                p.version.clone().unwrap_or_else(|| "-".into()),
+                yes(p.is_configured),
+            ]
+        })
+        .collect();
+    table(&["ID", "TITLE", "MODE", "VERSION", "CONFIGURED"], &rows);
+    Ok(())
+}
+
+/// `plugboard show`.
+pub fn show(dirs: &Dirs, id: &str, as_json: bool) -> CmdResult {
+    let r = registry(dirs)?;
+    let m = known(&r, id)?;
+    if as_json {
+        output::json(&with_id(m));
+        return Ok(());
+    }
+    println!("{}  ({})", m.title, m.unique_id());
+    if let Some(d) = &m.description {
+        println!("  {d}");
+    }
+    let rows = vec![
+        vec![
+            "category".into(),
+            format!("{} ({})", m.category, r.category_display_name(&m.category)),
+        ],
+        vec!["version".into(), m.version.clone().unwrap_or_else(|| "-".into())],
+        vec![
+            "mode".into(),
+            format!(
+                "{} ({})",
+                m.execution_mode,
+                if m.is_local_execution() {
+                    "local"
+                } else {
+                    "cloud/remote"
+                }
+            ),
+        ],
+        vec!["configured".into(), yes(m.is_configured)],
+        vec![
+            "conda env".into(),
+            m.conda_env_name.clone().unwrap_or_else(|| "-".into()),
+        ],
+    ];
+    table(&["FIELD", "VALUE"], &rows);
+    println!("config schema:");
+    println!("{}", serde_json::to_string_pretty(&m.config_schema).unwrap_or_default());
+    Ok(())
+}
+
+/// `plugboard stats`.
+pub fn stats(dirs: &Dirs, as_json: bool) -> CmdResult {
+    let r = registry(dirs)?;
+    let s = plugin_stats(r.all_plugins());
+    if as_json {
+        output::json(&s);
+        return Ok(());
+    }
+    let mut rows = vec![
+        vec!["total".to_owned(), s.total.to_string()],
+        vec!["configured".into(), s.configured.to_string()],
+        vec!["unconfigured".into(), s.unconfigured.to_string()],
+        vec!["local".into(), s.local.to_string()],
+        vec!["cloud".into(), s.cloud.to_string()],
+        vec!["with active resources".into(), s.with_active_resources.to_string()],
+    ];
+    for (c, n) in &s.by_category {
+        rows.push(vec![format!("category {}", r.category_display_name(c)), n.to_string()]);
+    }
+    table(&["STAT", "COUNT"], &rows);
+    Ok(())
+}
+
+fn config_failure(e: ConfigError) -> Failure {
+    match &e {
+        ConfigError::InvalidId(_) => Failure::usage(e),
+        ConfigError::Invalid { violations, .. } => {
+            for v in violations {
+                eprintln!("  {v}");
+            }
+            Failure::failed(e)
+        }
+        _ => Failure::failed(e),
+    }
+}
+
+/// `plugboard config get`.
+pub fn config_get(dirs: &Dirs, id: &str) -> CmdResult {
+    let r = registry(dirs)?;
+    known(&r, id)?;
+    let c = r.load_plugin_config(id).map_err(config_failure)?;
+    output::json(&c);
+    Ok(())
+}
+
+fn read_json_arg(json: Option<String>, file: Option<PathBuf>) -> Result<Option<Value>, Failure> {
+    let (text, from) = match (json, file) {
+        (Some(j), _) => (j, "--json".to_owned()),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::failed(format!("cannot read stdin: {e}")))?;
+            (s, "stdin".to_owned())
+        }
+        (None, Some(f)) => (
+            std::fs::read_to_string(&f).map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?,
+            f.display().to_string(),
+        ),
+        (None, None) => return Ok(None),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Failure::usage(format!(
+            "{from} is not valid JSON (line {}, column {}): {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn as_object(v: Value, from: &str) -> Result<Map<String, Value>, Failure> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(Failure::usage(format!(
+            "{from} must be a JSON object, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Applies `a.b=VALUE` to a config (VALUE parsed as JSON, else a string).
+fn apply_pair(config: &mut Map<String, Value>, pair: &str) -> Result<(), Failure> {
+    let (key, raw) = pair
+        .split_once('=')
+        .ok_or_else(|| Failure::usage(format!("{pair:?} is not KEY=VALUE")))?;
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(Failure::usage(format!("{pair:?} has an empty key")));
+    }
+    let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = config;
+    for p in &parts[..parts.len() - 1] {
+        let entry = node.entry((*p).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        node = match entry {
+            Value::Object(m) => m,
+            _ => return Err(Failure::usage(format!("{key}: {p} is not an object"))),
+        };
+    }
+    node.insert(parts[parts.len() - 1].to_owned(), value);
+    Ok(())
+}
+
+/// `plugboard config set`.
+pub fn config_set(dirs: &Dirs, id: &str, json: Option<String>, file: Option<PathBuf>, pairs: Vec<String>) -> CmdResult {
+    let mut r = registry(dirs)?;
+    known(&r, id)?;
+    let config = match read_json_arg(json, file)? {
+        Some(v) => as_object(v, "the config")?,
+        None if pairs.is_empty() => {
+            return Err(Failure::usage(
+                "give the config with --json, --file, or KEY=VALUE pairs",
+            ));
+        }
+        None => {
+            let mut c = r.config_store().load(id).map_err(config_failure)?;
+            for p in &pairs {
+                apply_pair(&mut c, p)?;
+            }
+            c
+        }
+    };
+    r.save_plugin_config(id, &config).map_err(config_failure)?;
+    eprintln!(
+        "saved {}",
+        r.config_store()
+            .path_for(id)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    output::json(&r.load_plugin_config(id).map_err(config_failure)?);
+    Ok(())
+}
+
+/// `plugboard config validate`.
+pub fn config_validate(dirs: &Dirs, id: &str, json: Option<String>, file: Option<PathBuf>) -> CmdResult {
+    let r = registry(dirs)?;
+    known(&r, id)?;
+    let v = read_json_arg(json, file)?.ok_or_else(|| Failure::usage("give the config with --json or --file"))?;
+    let config = as_object(v, "the config")?;
+    r.validate_plugin_config(id, &config).map_err(config_failure)?;
+    println!("valid");
+    Ok(())
+}
+
+/// `plugboard config delete`.
+pub fn config_delete(dirs: &Dirs, id: &str) -> CmdResult {
+    let mut r = registry(dirs)?;
+    known(&r, id)?;
+    if r.delete_plugin_config(id).map_err(config_failure)? {
+        println!("deleted the config of {id}");
+    } else {
+        println!("{id} had no saved config");
+    }
+    Ok(())
+}
+
+/// `plugboard config edit`.
+pub fn config_edit(dirs: &Dirs, id: &str) -> CmdResult {
+    let mut r = registry(dirs)?;
+    known(&r, id)?;
+    let current = r.load_plugin_config(id).map_err(config_failure)?;
+    let editor = std::env::var("VISUAL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("EDITOR").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "vi".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{id}-"))
+        .suffix(".json")
+        .tempfile()
+        .map_err(|e| Failure::failed(format!("cannot create a temp file: {e}")))?;
+    std::fs::write(
+        tmp.path(),
+        serde_json::to_string_pretty(&current).unwrap_or_default() + "\n",
+    )
+    .map_err(|e| Failure::failed(format!("cannot write {}: {e}", tmp.path().display())))?;
+    let mut words = editor.split_whitespace();
+    let program = words.next().unwrap_or("vi");
+    let status = std::process::Command::new(program)
+        .args(words)
+        .arg(tmp.path())
+        .status()
+        .map_err(|e| Failure::failed(format!("cannot run editor {editor:?}: {e}")))?;
+    if !status.success() {
+        return Err(Failure::failed(format!(
+            "editor {editor:?} failed ({status}); nothing saved"
+        )));
+    }
+    let text = std::fs::read_to_string(tmp.path())
+        .map_err(|e| Failure::failed(format!("cannot read the edited file: {e}")))?;
+    let parsed: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            let kept = tmp.keep().map(|(_, p)| p.display().to_string()).unwrap_or_default();
+            return Err(Failure::failed(format!(
+                "the edited config is not JSON (line {}, column {}): {e}; nothing saved, your edit is in {kept}",
+                e.line(),
+                e.column()
+            )));
+        }
+    };
+    let config = as_object(parsed, "the edited config")?;
+    if let Err(e) = r.save_plugin_config(id, &config) {
+        let kept = tmp.keep().map(|(_, p)| p.display().to_string()).unwrap_or_default();
+        eprintln!("your edit is kept in {kept}");
+        return Err(config_failure(e));
+    }
+    println!("saved the config of {id}");
+    Ok(())
+}
+
+fn ledger(dirs: &Dirs) -> Result<Ledger, Failure> {
+    Ledger::open(&DataDir::new(&dirs.data).ledger_path()).map_err(Failure::failed)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from ms since the epoch.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// `plugboard ps`.
+pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
+    let l = ledger(dirs)?;
+    let rows = l.live().map_err(Failure::failed)?;
+    if as_json {
+        output::json(&rows);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("nothing is running");
+        return Ok(());
+    }
+    let now = now_ms();
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.plugin_id.clone(),
+                r.kind.clone(),
+                r.pid
+                    .map(|p| p.to_string())
+                    .or_else(|| r.handle.clone())
+                    .unwrap_or_else(|| "-".into()),
+                output::state(&r.status),
+                utc(r.created_at),
+                human_duration(now - r.created_at),
+                r.cost_per_hour.map_or("-".into(), |c| format!("{c:.2}")),
+                format!("{:.4}", r.accrued_usd(now)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PLUGIN",
+            "KIND",
+            "PID/HANDLE",
+            "STATUS",
+            "STARTED (UTC)",
+            "UPTIME",
+            "USD/H",
+            "ACCRUED USD",
+        ],
+        &table_rows,
+    );
+    Ok(())
+}
+
+/// `plugboard gc`.
+pub fn gc(dirs: &Dirs, all: bool, dry_run: bool, as_json: bool) -> CmdResult {
+    let mut l = ledger(dirs)?;
+    let spin = if as_json { None } else { output::spinner("reaping") };
+    let report = run_gc(
+        &mut l,
+        GcOptions {
+            all,
+            dry_run,
+            grace: Duration::from_secs(2),
+        },
+        None,
+    )
+    .map_err(Failure::failed)?;
+    if let Some(s) = spin {
+        s.finish_and_clear();
+    }
+    if as_json {
+        output::json(&report);
+        return Ok(());
+    }
+    let verb = if dry_run { "would reap" } else { "reaped" };
+    if report.reaped.is_empty() {
+        println!(
+            "nothing to reap ({} live resource(s) kept: their host runs)",
+            report.kept
+        );
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .reaped
+            .iter()
+            .map(|r| {
+                vec![
+                    r.plugin_id.clone().unwrap_or_else(|| "-".into()),
+                    r.resource_id.map_or("-".into(), |i| i.to_string()),
+                    r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+                    r.reason.clone(),
+                ]
+            })
+            .collect();
+        table(&["PLUGIN", "RESOURCE", "PIDS", "REASON"], &rows);
+        println!("{verb} {} resource(s); {} kept", report.reaped.len(), report.kept);
+    }
+    Ok(())
+}
+
+/// `plugboard cost`.
+pub fn cost(dirs: &Dirs, hours: f64, as_json: bool) -> CmdResult {
+    if !hours.is_finite() || hours < 0.0 {
+        return Err(Failure::usage(format!(
+            "--hours must be a non-negative number, got {hours}"
+        )));
+    }
+    let l = ledger(dirs)?;
+    let now = now_ms();
+    let mut per: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for r in l.live().map_err(Failure::failed)? {
+        let rate = r.cost_per_hour.unwrap_or(0.0);
+        let e = per.entry(r.plugin_id.clone()).or_default();
+        e.0 += rate;
+        e.1 += r.accrued_usd(now);
+    }
+    let plugins: Vec<Value> = per
+        .iter()
+        .map(|(id, (rate, accrued))| {
+            json!({"plugin_id": id, "cost_per_hour": rate, "estimated_usd": rate * hours, "accrued_usd": accrued})
+        })
+        .collect();
+    let total: f64 = per.values().map(|(r, _)| r * hours).sum();
+    let accrued: f64 = per.values().map(|(_, a)| a).sum();
+    if as_json {
+        output::json(
+            &json!({"hours": hours, "plugins": plugins, "total_estimated_usd": total, "total_accrued_usd": accrued}),
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = per
+        .iter()
+        .map(|(id, (rate, acc))| {
+            vec![
+                id.clone(),
+                format!("{rate:.2}"),
+                format!("{:.2}", rate * hours),
+                format!("{acc:.4}"),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(&["PLUGIN", "USD/H", &format!("EST. {hours} H"), "ACCRUED"], &rows);
+    }
+    println!("total for {hours} hour(s): ${total:.2} (accrued so far: ${accrued:.4})");
+    Ok(())
+}
+
+/// `plugboard logs`.
+pub fn logs(dirs: &Dirs, id: &str, follow: bool, lines: usize) -> CmdResult {
+    check_id(id).map_err(Failure::usage)?;
+    let path = DataDir::new(&dirs.data).log_path(id);
+    if !path.exists() {
+        let r = registry(dirs)?;
+        known(&r, id)?;
+        if !follow {
+            eprintln!("{id} has no log yet ({})", path.display());
+            return Ok(());
+        }
+    }
+    for l in
+        plugboard_host::logs::tail(&path, lines).map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?
+    {
+        println!("{l}");
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut pos = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(_) => continue,
+        };
+        if len < pos {
+            pos = 0; // rotated
+        }
+        if len > pos
+            && let Ok(mut f) = std::fs::File::open(&path)
+            && f.seek(SeekFrom::Start(pos)).is_ok()
+        {
+            let mut buf = String::new();
+            if f.read_to_string(&mut buf).is_ok() {
+                print!("{buf}");
+                pos = len;
+            }
+        }
+    }
+}

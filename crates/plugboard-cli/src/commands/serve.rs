@@ -1,0 +1,223 @@
+//! `plugboard serve` and `plugboard demo`: run a host until SIGINT/SIGTERM,
+//! then stop every plugin it started.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::{Flock, FlockArg};
+use plugboard_core::ExecutionMode;
+use plugboard_host::{DataDir, GcOptions, Host, HostConfig, Ledger, gc};
+use plugboard_web::ServeOptions;
+
+use super::runtime;
+use crate::cli::ServeArgs;
+use crate::{CmdResult, Dirs, Failure};
+
+/// An exclusive lock on the data dir, held while a host serves it. The
+/// kernel releases it when the process dies, so a dead host's lock is
+/// simply taken over.
+pub struct HostLock {
+    _lock: Flock<File>,
+}
+
+impl HostLock {
+    /// Takes the lock or explains who holds it.
+    pub fn acquire(data: &Path) -> Result<HostLock, Failure> {
+        let path = data.join("host.lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Failure::failed(format!("cannot open {}: {e}", path.display())))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0);
+                let _ = lock.rewind();
+                let _ = writeln!(lock, "{}", std::process::id());
+                let _ = lock.sync_all();
+                Ok(HostLock { _lock: lock })
+            }
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Err(Failure::failed(format!(
+                    "another plugboard host (pid {}) is already serving data dir {}",
+                    pid.trim(),
+                    data.display()
+                )))
+            }
+        }
+    }
+}
+
+/// The bundled example plugins (the demo's plugins dir).
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins")
+}
+
+fn free_port(addr: SocketAddr) -> Result<SocketAddr, Failure> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = std::net::TcpListener::bind(addr).map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
+    l.local_addr().map_err(|e| Failure::failed(e.to_string()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! {
+                _ = i.recv() => {}
+                _ = t.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, demo: bool) -> CmdResult {
+    let data = DataDir::new(&dirs.data);
+    data.ensure()
+        .map_err(|e| Failure::failed(format!("cannot create data dir {}: {e}", dirs.data.display())))?;
+    let _lock = HostLock::acquire(data.root())?;
+    if dirs.plugins_explicit {
+        for p in &dirs.plugins {
+            if !p.is_dir() {
+                return Err(Failure::usage(format!(
+                    "plugins directory {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+    }
+    // Reap what hosts that died on this data dir left behind.
+    {
+        let mut ledger = Ledger::open(&data.ledger_path()).map_err(Failure::failed)?;
+        let report = gc(
+            &mut ledger,
+            GcOptions {
+                grace: std::time::Duration::from_secs(2),
+                ..Default::default()
+            },
+            None,
+        )
+        .map_err(Failure::failed)?;
+        if !report.reaped.is_empty() {
+            eprintln!("reaped {} resource(s) left by hosts that are gone", report.reaped.len());
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find this executable: {e}")))?;
+    let launch_vars = BTreeMap::from([("PLUGBOARD_EXE".to_owned(), exe.display().to_string())]);
+    let host = Host::open(HostConfig {
+        plugin_dirs: dirs.plugins.clone(),
+        config_dir: dirs.config.clone(),
+        data: data.clone(),
+        launch_vars,
+    })
+    .map_err(Failure::failed)?;
+    for p in host.problems() {
+        if dirs.plugins_explicit || demo || !p.reason.contains("does not exist") {
+            eprintln!("warning: {p}");
+        }
+    }
+    // In-process plugins whose code is built into this binary.
+    for info in host.plugins() {
+        if info.metadata.execution_mode != ExecutionMode::InProcess {
+            continue;
+        }
+        let builtin = host.manifest(&info.unique_id).ok().and_then(|m| {
+            m.launch
+                .extra
+                .get("builtin")
+                .and_then(|v| v.as_str().map(str::to_owned))
+        });
+        if let Some(exec) = builtin.as_deref().and_then(plugboard_examples::by_name) {
+            host.register_in_process(&info.unique_id, Arc::from(exec));
+        }
+    }
+    let host = Arc::new(host);
+    let bind = bind.map(free_port).transpose()?;
+    let socket = data.root().join("host.sock");
+    println!(
+        "plugboard host: {} plugin(s) from {}",
+        host.plugins().len(),
+        join(&dirs.plugins)
+    );
+    println!("  data dir:   {}", data.root().display());
+    println!("  config dir: {}", dirs.config.display());
+    println!("  API:        unix:{}", socket.display());
+    if let Some(b) = bind {
+        println!("  HTTP:       http://{b}/api/v1/plugins");
+    }
+    if demo {
+        println!(
+            "try:  plugboard --data-dir {} start text_word_count",
+            data.root().display()
+        );
+        println!(
+            "      plugboard --data-dir {} call text_word_count --input '{{\"text\": \"to be or not to be\"}}'",
+            data.root().display()
+        );
+    }
+    println!("press Ctrl-C to stop; every plugin started by this host is stopped with it");
+    let served = plugboard_web::serve(
+        Arc::clone(&host),
+        ServeOptions { socket, bind, token },
+        shutdown_signal(),
+    )
+    .await;
+    let running = host
+        .supervisor()
+        .statuses()
+        .iter()
+        .filter(|s| s.state.is_active())
+        .count();
+    let stopped = host.shutdown().await;
+    eprintln!("stopped {running} plugin(s); host ended");
+    served.map_err(Failure::failed)?;
+    stopped.map_err(Failure::failed)
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `plugboard serve`.
+pub fn serve(dirs: &Dirs, args: ServeArgs) -> CmdResult {
+    let token = args
+        .token
+        .or_else(|| std::env::var("PLUGBOARD_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let rt = runtime()?;
+    rt.block_on(run_host(dirs, args.bind, token, false))
+}
+
+/// `plugboard demo`: the bundled examples, a fresh data and config dir.
+pub fn demo(dirs: &Dirs, bind: SocketAddr) -> CmdResult {
+    let fresh = tempfile::Builder::new()
+        .prefix("plugboard-demo-")
+        .tempdir()
+        .map_err(|e| Failure::failed(format!("cannot create a demo data dir: {e}")))?;
+    let mut d = dirs.clone();
+    if !d.plugins_explicit {
+        d.plugins = vec![examples_dir().canonicalize().unwrap_or_else(|_| examples_dir())];
+        d.plugins_explicit = true;
+    }
+    d.data = fresh.path().join("data");
+    d.config = fresh.path().join("configs");
+    let rt = runtime()?;
+    let r = rt.block_on(run_host(&d, Some(bind), None, true));
+    drop(fresh);
+    r
+}

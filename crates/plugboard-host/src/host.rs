@@ -1,0 +1,335 @@
+//! The host facade: plugins dirs + config dir + data dir in one object that
+//! the CLI, the JSON API and the dashboard share.
+//!
+//! It joins the manifests (what exists), the core registry (how each is
+//! configured), the supervisor (what runs) and the in-process plugins
+//! registered in code, and applies a plugin's saved config to it whenever it
+//! starts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use plugboard_core::{ConfigError, ExecutionMode, PluginMetadata, UnifiedPluginRegistry};
+use plugboard_protocol::Executor;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::HostError;
+use crate::handle::PluginHandle;
+use crate::ledger::now_ms;
+use crate::manifest::{Catalog, Manifest, ManifestError, ManifestManager};
+use crate::paths::DataDir;
+use crate::supervisor::{RunState, Supervisor, SupervisorConfig, WorkerStatus};
+
+/// Where a host finds its plugins, configs and state.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Plugins directories.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Config directory.
+    pub config_dir: PathBuf,
+    /// Data directory.
+    pub data: DataDir,
+    /// `${NAME}` values for launch tables.
+    pub launch_vars: BTreeMap<String, String>,
+}
+
+/// A plugin as listed: the seed's metadata plus its id, manifest path and state.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// `{category}_{name}`.
+    pub unique_id: String,
+    /// The seed's metadata (`spawned_pids` live).
+    #[serde(flatten)]
+    pub metadata: PluginMetadata,
+    /// The manifest file.
+    pub manifest_path: PathBuf,
+    /// GPUs, memory and price from the manifest.
+    pub resources: crate::manifest::Resources,
+    /// Whether it runs now (only from a running host).
+    pub state: Option<RunState>,
+}
+
+/// Builds the core registry from a catalog: one manifest manager per
+/// category, configs in `config_dir`. Needs no running host.
+pub fn registry_for(plugin_dirs: &[PathBuf], config_dir: PathBuf) -> (UnifiedPluginRegistry, Catalog) {
+    let catalog = Catalog::scan(plugin_dirs);
+    let mut registry = UnifiedPluginRegistry::new(config_dir);
+    for category in catalog.categories() {
+        let manager = ManifestManager::new(plugin_dirs.to_vec()).for_category(&category);
+        if let Err(e) = registry.register_plugin_manager(&category, manager, None, true) {
+            tracing::warn!(error = %e, "cannot register category");
+        }
+    }
+    (registry, catalog)
+}
+
+struct InProcess {
+    exec: Arc<dyn Executor>,
+    handle: Option<PluginHandle>,
+    started_at_ms: Option<i64>,
+}
+
+/// A running host.
+pub struct Host {
+    cfg: HostConfig,
+    catalog: RwLock<Catalog>,
+    registry: Mutex<UnifiedPluginRegistry>,
+    supervisor: Supervisor,
+    in_process: Mutex<HashMap<String, InProcess>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("cfg", &self.cfg).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Host {
+    /// Scans the plugins dirs, opens the config dir and starts a supervisor
+    /// on the data dir.
+    pub fn open(cfg: HostConfig) -> Result<Host, HostError> {
+        let (registry, catalog) = registry_for(&cfg.plugin_dirs, cfg.config_dir.clone());
+        let mut scfg = SupervisorConfig::new(cfg.data.clone());
+        scfg.launch_vars = cfg.launch_vars.clone();
+        let supervisor = Supervisor::new(scfg)?;
+        Ok(Host {
+            cfg,
+            catalog: RwLock::new(catalog),
+            registry: Mutex::new(registry),
+            supervisor,
+            in_process: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The host's configuration.
+    pub fn config(&self) -> &HostConfig {
+        &self.cfg
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Registers the code of an in-process plugin under its unique id.
+    pub fn register_in_process(&self, unique_id: impl Into<String>, exec: Arc<dyn Executor>) {
+        lock(&self.in_process).insert(
+            unique_id.into(),
+            InProcess {
+                exec,
+                handle: None,
+                started_at_ms: None,
+            },
+        );
+    }
+
+    /// Runs `f` with the registry (configs).
+    pub fn with_registry<T>(&self, f: impl FnOnce(&mut UnifiedPluginRegistry) -> T) -> T {
+        f(&mut lock(&self.registry))
+    }
+
+    /// Manifests that failed to load.
+    pub fn problems(&self) -> Vec<ManifestError> {
+        self.catalog.read().map(|c| c.problems.clone()).unwrap_or_default()
+    }
+
+    /// The manifest of a plugin.
+    pub fn manifest(&self, unique_id: &str) -> Result<Arc<Manifest>, HostError> {
+        self.catalog
+            .read()
+            .ok()
+            .and_then(|c| c.get(unique_id).cloned())
+            .map(Arc::new)
+            .ok_or_else(|| HostError::UnknownPlugin {
+                plugin: unique_id.to_owned(),
+            })
+    }
+
+    /// Every plugin, in discovery order, with live state.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let ids: Vec<String> = self
+            .catalog
+            .read()
+            .map(|c| c.manifests.iter().map(Manifest::unique_id).collect())
+            .unwrap_or_default();
+        ids.iter().filter_map(|id| self.plugin(id).ok()).collect()
+    }
+
+    /// One plugin, with live state.
+    pub fn plugin(&self, unique_id: &str) -> Result<PluginInfo, HostError> {
+        let m = self.manifest(unique_id)?;
+        let mut metadata = lock(&self.registry)
+            .get_plugin(unique_id)
+            .cloned()
+            .unwrap_or_else(|| m.metadata());
+        metadata.spawned_pids = self.supervisor.tree_pids(unique_id);
+        let state = self.status(unique_id).map(|s| s.state);
+        Ok(PluginInfo {
+            unique_id: unique_id.to_owned(),
+            metadata,
+            manifest_path: m.path.clone(),
+            resources: m.resources.clone(),
+            state,
+        })
+    }
+
+    /// The plugin's saved config with schema defaults.
+    pub fn load_config(&self, unique_id: &str) -> Result<Map<String, Value>, ConfigError> {
+        lock(&self.registry).load_plugin_config(unique_id)
+    }
+
+    /// Validates and saves a plugin's config.
+    pub fn save_config(&self, unique_id: &str, config: &Map<String, Value>) -> Result<(), ConfigError> {
+        lock(&self.registry).save_plugin_config(unique_id, config)
+    }
+
+    /// Deletes a plugin's saved config.
+    pub fn delete_config(&self, unique_id: &str) -> Result<bool, ConfigError> {
+        lock(&self.registry).delete_plugin_config(unique_id)
+    }
+
+    /// Starts a plugin (until ready) and applies its saved config.
+    pub async fn start(&self, unique_id: &str) -> Result<WorkerStatus, HostError> {
+        let m = self.manifest(unique_id)?;
+        let config = self.load_config(unique_id).map_err(|e| HostError::Config {
+            plugin: unique_id.to_owned(),
+            source: e,
+        })?;
+        if m.execution_mode == ExecutionMode::InProcess {
+            let handle = {
+                let mut ip = lock(&self.in_process);
+                let entry = ip.get_mut(unique_id).ok_or_else(|| HostError::NoInProcessCode {
+                    plugin: unique_id.to_owned(),
+                })?;
+                if entry.handle.is_some() {
+                    return Err(HostError::AlreadyRunning {
+                        plugin: unique_id.to_owned(),
+                        state: "running".into(),
+                    });
+                }
+                PluginHandle::in_process(unique_id, Arc::clone(&entry.exec))
+            };
+            self.apply(&handle, unique_id, &config).await?;
+            let mut ip = lock(&self.in_process);
+            if let Some(entry) = ip.get_mut(unique_id) {
+                entry.handle = Some(handle);
+                entry.started_at_ms = Some(now_ms());
+            }
+            drop(ip);
+            return self.status(unique_id).ok_or_else(|| HostError::NotRunning {
+                plugin: unique_id.to_owned(),
+            });
+        }
+        let st = self.supervisor.start(Arc::clone(&m)).await?;
+        if let Ok(handle) = self.supervisor.handle(unique_id)
+            && let Err(e) = self.apply(&handle, unique_id, &config).await
+        {
+            let _ = self.supervisor.stop(unique_id).await;
+            return Err(e);
+        }
+        Ok(st)
+    }
+
+    async fn apply(
+        &self,
+        handle: &PluginHandle,
+        unique_id: &str,
+        config: &Map<String, Value>,
+    ) -> Result<(), HostError> {
+        let violations = handle
+            .apply_config(&Value::Object(config.clone()))
+            .await
+            .map_err(|source| HostError::Worker { source })?;
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(HostError::Config {
+                plugin: unique_id.to_owned(),
+                source: ConfigError::Invalid {
+                    unique_id: unique_id.to_owned(),
+                    violations,
+                },
+            })
+        }
+    }
+
+    /// Stops a plugin (whole tree for processes).
+    pub async fn stop(&self, unique_id: &str) -> Result<WorkerStatus, HostError> {
+        self.manifest(unique_id)?;
+        {
+            let mut ip = lock(&self.in_process);
+            if let Some(entry) = ip.get_mut(unique_id) {
+                if entry.handle.take().is_none() {
+                    return Err(HostError::NotRunning {
+                        plugin: unique_id.to_owned(),
+                    });
+                }
+                entry.started_at_ms = None;
+                drop(ip);
+                return self.status(unique_id).ok_or_else(|| HostError::NotRunning {
+                    plugin: unique_id.to_owned(),
+                });
+            }
+        }
+        self.supervisor.stop(unique_id).await
+    }
+
+    /// Stops (if running) and starts a plugin.
+    pub async fn restart(&self, unique_id: &str) -> Result<WorkerStatus, HostError> {
+        match self.stop(unique_id).await {
+            Ok(_) | Err(HostError::NotRunning { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.start(unique_id).await
+    }
+
+    /// The plugin's run status, if this host ever started it.
+    pub fn status(&self, unique_id: &str) -> Option<WorkerStatus> {
+        if let Some(entry) = lock(&self.in_process).get(unique_id) {
+            return Some(WorkerStatus {
+                plugin_id: unique_id.to_owned(),
+                state: if entry.handle.is_some() {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                pid: None,
+                pid_start_time: None,
+                resource_id: None,
+                listen: None,
+                log_path: self.cfg.data.log_path(unique_id),
+                started_at_ms: entry.started_at_ms,
+                ready_at_ms: entry.started_at_ms,
+                restarts: 0,
+                last_exit: None,
+                error: None,
+            });
+        }
+        self.supervisor.status(unique_id)
+    }
+
+    /// The handle to call a running plugin.
+    pub fn handle(&self, unique_id: &str) -> Result<PluginHandle, HostError> {
+        self.manifest(unique_id)?;
+        if let Some(entry) = lock(&self.in_process).get(unique_id) {
+            return entry.handle.clone().ok_or_else(|| HostError::NotRunning {
+                plugin: unique_id.to_owned(),
+            });
+        }
+        self.supervisor.handle(unique_id)
+    }
+
+    /// Stops every plugin and marks the host ended in the ledger.
+    pub async fn shutdown(&self) -> Result<(), HostError> {
+        for entry in lock(&self.in_process).values_mut() {
+            entry.handle = None;
+        }
+        self.supervisor.shutdown().await
+    }
+}

@@ -1,0 +1,364 @@
+//! The host API: JSON over HTTP, served on a 0600 Unix socket in the data
+//! dir (what the CLI uses) and optionally on a TCP address (loopback by
+//! default; a token is required for anything wider). docs/host-api.md is the
+//! reference.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use plugboard_core::ConfigError;
+use plugboard_host::{CallError, Host, HostError};
+use plugboard_protocol::StreamEvent;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The host.
+    pub host: Arc<Host>,
+    /// Token required on TCP requests (`None`: none required).
+    pub token: Option<String>,
+}
+
+/// An API error: an HTTP status and `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        let (status, code) = match &e {
+            HostError::UnknownPlugin { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            HostError::AlreadyRunning { .. } => (StatusCode::CONFLICT, "already_running"),
+            HostError::NotRunning { .. } => (StatusCode::CONFLICT, "not_running"),
+            HostError::Config {
+                source: ConfigError::Invalid { violations, .. },
+                ..
+            } => {
+                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", chain(&e));
+                err.details = Some(json!({ "violations": violations }));
+                return err;
+            }
+            HostError::UnsupportedMode { .. }
+            | HostError::MissingLaunch { .. }
+            | HostError::NoProtocol { .. }
+            | HostError::NoInProcessCode { .. }
+            | HostError::UndefinedVariable { .. }
+            | HostError::CondaNotFound { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "cannot_start"),
+            HostError::ExitedBeforeReady { .. } | HostError::ReadyTimeout { .. } | HostError::Spawn { .. } => {
+                (StatusCode::BAD_GATEWAY, "start_failed")
+            }
+            HostError::Worker { .. } => (StatusCode::BAD_GATEWAY, "worker_error"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "host_error"),
+        };
+        ApiError::new(status, code, chain(&e))
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        match &e {
+            ConfigError::Invalid { violations, .. } => {
+                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", e.to_string());
+                err.details = Some(json!({ "violations": violations }));
+                err
+            }
+            ConfigError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config_error", chain(&e)),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match &e {
+            CallError::Remote { status, .. } => ApiError::new(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "plugin_error",
+                e.to_string(),
+            ),
+            CallError::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, "worker_error", e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let (Some(Value::Object(m)), Some(err)) =
+            (self.details, body.get_mut("error").and_then(Value::as_object_mut))
+        {
+            err.extend(m);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: impl serde::Serialize) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+/// The API routes under `/api/v1`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/plugins", get(list))
+        .route("/api/v1/plugins/{id}", get(show))
+        .route(
+            "/api/v1/plugins/{id}/config",
+            get(get_config).put(put_config).delete(delete_config),
+        )
+        .route("/api/v1/plugins/{id}/start", post(start))
+        .route("/api/v1/plugins/{id}/stop", post(stop))
+        .route("/api/v1/plugins/{id}/restart", post(restart))
+        .route("/api/v1/plugins/{id}/status", get(status))
+        .route("/api/v1/plugins/{id}/logs", get(logs))
+        .route("/api/v1/plugins/{id}/call", post(call))
+        .route("/api/v1/plugins/{id}/cancel", post(cancel))
+        .route("/api/v1/ps", get(ps))
+        .route("/api/v1/problems", get(problems))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            plugboard_protocol::MAX_REQUEST_BYTES,
+        ))
+        .with_state(state)
+}
+
+/// Marks requests that arrived over TCP, where the token applies.
+#[derive(Clone, Copy, Debug)]
+pub struct OverTcp;
+
+async fn auth(State(state): State<ApiState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.extensions().get::<OverTcp>().is_some()
+        && let Some(token) = &state.token
+    {
+        let ok = bearer(req.headers()).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+            || cookie_token(req.headers()).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The bearer token of a request.
+pub fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// The `plugboard_token` cookie of a request.
+pub fn cookie_token(h: &HeaderMap) -> Option<&str> {
+    h.get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("plugboard_token="))
+}
+
+/// Compares secrets without an early exit.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(s): State<ApiState>) -> ApiResult {
+    ok(json!({
+        "status": "ok",
+        "pid": std::process::id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "data_dir": s.host.config().data.root(),
+        "plugins": s.host.plugins().len(),
+    }))
+}
+
+async fn list(State(s): State<ApiState>) -> ApiResult {
+    ok(s.host.plugins())
+}
+
+async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    ok(s.host.plugin(&id)?)
+}
+
+async fn get_config(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    s.host.manifest(&id)?;
+    ok(s.host.load_config(&id)?)
+}
+
+async fn put_config(State(s): State<ApiState>, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult {
+    s.host.manifest(&id)?;
+    let Value::Object(config) = body else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a config must be a JSON object",
+        ));
+    };
+    s.host.save_config(&id, &config)?;
+    ok(s.host.load_config(&id)?)
+}
+
+async fn delete_config(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    s.host.manifest(&id)?;
+    ok(json!({"deleted": s.host.delete_config(&id)?}))
+}
+
+async fn start(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    ok(s.host.start(&id).await?)
+}
+
+async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    ok(s.host.stop(&id).await?)
+}
+
+async fn restart(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    ok(s.host.restart(&id).await?)
+}
+
+async fn status(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    s.host.manifest(&id)?;
+    match s.host.status(&id) {
+        Some(st) => ok(st),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("plugin {id} was not started by this host"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(State(s): State<ApiState>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult {
+    s.host.manifest(&id)?;
+    let path = s.host.config().data.log_path(&id);
+    let lines = plugboard_host::logs::tail(&path, q.lines.unwrap_or(100).min(100_000)).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io_error",
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    ok(json!({"path": path, "lines": lines}))
+}
+
+#[derive(Deserialize)]
+struct CallBody {
+    input: Value,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CallQuery {
+    #[serde(default)]
+    stream: bool,
+}
+
+async fn call(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<CallQuery>,
+    Json(body): Json<CallBody>,
+) -> ApiResult {
+    let handle = s.host.handle(&id)?;
+    if !q.stream {
+        return ok(json!({"output": handle.execute(body.input).await?}));
+    }
+    let mut stream = handle.execute_streaming(body.input, body.request_id).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            let ev = ev.unwrap_or_else(|e| StreamEvent::Error {
+                error: plugboard_protocol::ErrorInfo {
+                    code: plugboard_protocol::ErrorCode::PluginError,
+                    message: e.to_string(),
+                },
+            });
+            let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+            line.push(b'\n');
+            if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                break;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    request_id: String,
+}
+
+async fn cancel(State(s): State<ApiState>, Path(id): Path<String>, Json(body): Json<CancelBody>) -> ApiResult {
+    let handle = s.host.handle(&id)?;
+    ok(json!({"cancelled": handle.cancel(&body.request_id).await?}))
+}
+
+async fn ps(State(s): State<ApiState>) -> ApiResult {
+    let rows = s
+        .host
+        .supervisor()
+        .with_ledger(|l| l.live())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", chain(&e)))?;
+    ok(rows)
+}
+
+async fn problems(State(s): State<ApiState>) -> ApiResult {
+    ok(s.host.problems())
+}
+
+/// A config object from a JSON value, or a 400.
+pub fn as_config(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a config must be a JSON object",
+        )),
+    }
+}

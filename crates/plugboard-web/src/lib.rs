@@ -1,0 +1,13 @@
+//! plugboard-web: the host's HTTP face. The JSON API (this crate's [`api`])
+//! that the CLI and the dashboard use, its [`client`], and [`serve`], which
+//! puts them on a 0600 Unix socket in the data dir and, optionally, on a TCP
+//! address (loopback by default; anything wider needs a token).
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod client;
+mod serve;
+
+pub use client::{ApiClient, ClientError};
+pub use serve::{ServeError, ServeOptions, serve};
