@@ -1,0 +1,529 @@
+//! The real `plugboard` binary: every command, both output forms, each exit
+//! code, bad input, and an end-to-end run of a host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/plugins")
+        .canonicalize()
+        .unwrap()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn configs(&self) -> PathBuf {
+        self.dir.path().join("configs")
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("plugboard").unwrap();
+        c.env_remove("PLUGBOARD_PLUGINS")
+            .env_remove("PLUGBOARD_CONFIG_DIR")
+            .env_remove("PLUGBOARD_DATA_DIR")
+            .env("NO_COLOR", "1")
+            .arg("--plugins")
+            .arg(examples())
+            .arg("--config-dir")
+            .arg(self.configs())
+            .arg("--data-dir")
+            .arg(self.data());
+        c
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn list_human_and_json_with_filters() {
+    let e = Env::new();
+    e.cmd()
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ID").and(predicate::str::contains("text_word_count")))
+        .stdout(predicate::str::contains("in_process"));
+    let all = e.json(&["list", "--json"]);
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["unique_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"demo_process_tree") && ids.contains(&"text_reverse"),
+        "{ids:?}"
+    );
+    let first = &all[0];
+    for key in [
+        "name",
+        "category",
+        "title",
+        "config_schema",
+        "execution_mode",
+        "is_configured",
+        "spawned_pids",
+        "remote_resource",
+    ] {
+        assert!(first.get(key).is_some(), "{key} missing from {first}");
+    }
+    let text = e.json(&["list", "--json", "--category", "text"]);
+    assert_eq!(text.as_array().unwrap().len(), 2);
+    let inproc = e.json(&["list", "--json", "--mode", "in_process"]);
+    assert_eq!(inproc[0]["unique_id"], "text_reverse");
+    assert_eq!(e.json(&["list", "--json", "--configured"]).as_array().unwrap().len(), 0);
+    e.cmd()
+        .args(["list", "--mode", "gpu"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("in_process").and(predicate::str::contains("kubernetes")));
+    e.cmd()
+        .args(["list", "--configured", "--unconfigured"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn a_missing_plugins_dir_is_a_usage_error() {
+    let e = Env::new();
+    Command::cargo_bin("plugboard")
+        .unwrap()
+        .args(["--plugins", "/definitely/not/here", "--data-dir"])
+        .arg(e.data())
+        .arg("list")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "plugins directory /definitely/not/here does not exist",
+        ));
+}
+
+#[test]
+fn show_stats_and_exit_codes() {
+    let e = Env::new();
+    e.cmd()
+        .args(["show", "text_word_count"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Word counter"));
+    let m = e.json(&["show", "text_word_count", "--json"]);
+    assert_eq!(m["execution_mode"], "subprocess");
+    assert_eq!(m["config_schema"]["title"], "Word counter settings");
+    e.cmd()
+        .args(["show", "text_nope"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("unknown plugin \"text_nope\""));
+    e.cmd()
+        .args(["show", "../../etc/passwd"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("path separator"));
+    let s = e.json(&["stats", "--json"]);
+    assert_eq!(s["total"], 5);
+    assert_eq!(s["by_category"]["demo"], 3);
+    assert_eq!(s["by_category"]["text"], 2);
+    e.cmd()
+        .args(["stats"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("category Demo"));
+    e.cmd().args(["frobnicate"]).assert().code(2);
+}
+
+#[test]
+fn config_set_get_validate_delete() {
+    let e = Env::new();
+    let file = e.configs().join("text_word_count.json");
+    // Every violation is listed; nothing is written.
+    e.cmd()
+        .args([
+            "config",
+            "set",
+            "text_word_count",
+            "--json",
+            r#"{"min_length": 0, "lowercase": "yes", "extra": 1}"#,
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("3 violations"))
+        .stderr(predicate::str::contains("/min_length"))
+        .stderr(predicate::str::contains("/lowercase"))
+        .stderr(predicate::str::contains("extra"));
+    assert!(!file.exists());
+    e.cmd()
+        .args(["config", "set", "text_word_count", "--json", "{not json"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not valid JSON"));
+    e.cmd()
+        .args(["config", "set", "text_word_count", "--json", "[1]"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("must be a JSON object"));
+    e.cmd()
+        .args(["config", "set", "../escape", "--json", "{}"])
+        .assert()
+        .code(2);
+    e.cmd()
+        .args(["config", "set", "text_nope", "--json", "{}"])
+        .assert()
+        .code(3);
+    // A valid one is saved and read back with defaults.
+    e.cmd()
+        .args(["config", "set", "text_word_count", "min_length=3"])
+        .assert()
+        .success();
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved, serde_json::json!({"min_length": 3}));
+    let got = e.json(&["config", "get", "text_word_count"]);
+    assert_eq!(got, serde_json::json!({"min_length": 3, "lowercase": true}));
+    e.cmd()
+        .args(["config", "set", "text_word_count", "lowercase=false"])
+        .assert()
+        .success();
+    assert_eq!(e.json(&["config", "get", "text_word_count"])["lowercase"], false);
+    let before = std::fs::read(&file).unwrap();
+    e.cmd()
+        .args(["config", "set", "text_word_count", "min_length=500"])
+        .assert()
+        .code(1);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert_eq!(e.json(&["list", "--json", "--configured"]).as_array().unwrap().len(), 1);
+    // validate
+    e.cmd()
+        .args([
+            "config",
+            "validate",
+            "text_word_count",
+            "--json",
+            r#"{"min_length": 2}"#,
+        ])
+        .assert()
+        .success()
+        .stdout("valid\n");
+    e.cmd()
+        .args([
+            "config",
+            "validate",
+            "text_word_count",
+            "--json",
+            r#"{"min_length": -2}"#,
+        ])
+        .assert()
+        .code(1);
+    let f = e.dir.path().join("c.json");
+    std::fs::write(&f, r#"{"lowercase": true}"#).unwrap();
+    e.cmd()
+        .args(["config", "set", "text_word_count", "--file"])
+        .arg(&f)
+        .assert()
+        .success();
+    // delete
+    e.cmd()
+        .args(["config", "delete", "text_word_count"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("deleted"));
+    assert!(!file.exists());
+    e.cmd()
+        .args(["config", "delete", "text_word_count"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no saved config"));
+}
+
+#[test]
+fn config_edit_revalidates_before_saving() {
+    let e = Env::new();
+    let script = e.dir.path().join("edit.sh");
+    std::fs::write(&script, "#!/bin/sh\nprintf '{\"min_length\": 7}' > \"$1\"\n").unwrap();
+    let bad = e.dir.path().join("bad.sh");
+    std::fs::write(&bad, "#!/bin/sh\nprintf '{\"min_length\": \"seven\"}' > \"$1\"\n").unwrap();
+    for s in [&script, &bad] {
+        let mut p = std::fs::metadata(s).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+        std::fs::set_permissions(s, p).unwrap();
+    }
+    e.cmd()
+        .env("VISUAL", &script)
+        .args(["config", "edit", "text_word_count"])
+        .assert()
+        .success();
+    assert_eq!(e.json(&["config", "get", "text_word_count"])["min_length"], 7);
+    e.cmd()
+        .env("VISUAL", &bad)
+        .args(["config", "edit", "text_word_count"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("/min_length").and(predicate::str::contains("your edit is kept")));
+    assert_eq!(e.json(&["config", "get", "text_word_count"])["min_length"], 7);
+}
+
+#[test]
+fn ledger_commands_work_without_a_host() {
+    let e = Env::new();
+    e.cmd()
+        .arg("ps")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing is running"));
+    assert_eq!(e.json(&["ps", "--json"]), serde_json::json!([]));
+    e.cmd()
+        .arg("gc")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to reap"));
+    let g = e.json(&["gc", "--dry-run", "--json"]);
+    assert_eq!(g["dry_run"], true);
+    let c = e.json(&["cost", "--hours", "24", "--json"]);
+    assert_eq!(c["total_estimated_usd"], 0.0);
+    e.cmd().args(["cost", "--hours", "-1"]).assert().code(2);
+    e.cmd()
+        .args(["logs", "text_word_count"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("no log yet"));
+    e.cmd().args(["logs", "text_nope"]).assert().code(3);
+    for args in [
+        vec!["start", "text_word_count"],
+        vec!["status", "text_word_count"],
+        vec!["call", "text_word_count"],
+    ] {
+        e.cmd()
+            .args(&args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("no plugboard host is running"));
+    }
+    e.cmd()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("plugboard"));
+}
+
+struct Host {
+    child: Child,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(e: &Env) -> Host {
+    let bin = assert_cmd::cargo::cargo_bin("plugboard");
+    let child = StdCommand::new(bin)
+        .env("NO_COLOR", "1")
+        .arg("--plugins")
+        .arg(examples())
+        .arg("--config-dir")
+        .arg(e.configs())
+        .arg("--data-dir")
+        .arg(e.data())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = e.data().join("host.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the host did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Host { child }
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("Z");
+        state != "Z" && state != "X"
+    })
+}
+
+fn tree_pids(call: &Value) -> Vec<u64> {
+    let mut v = vec![call["worker"].as_u64().unwrap()];
+    for k in ["children", "stubborn"] {
+        v.extend(call[k].as_array().unwrap().iter().filter_map(Value::as_u64));
+    }
+    v
+}
+
+#[test]
+fn end_to_end_serve_start_call_stop_and_crash_recovery() {
+    let ok = StdCommand::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "python3 is required under CI");
+        eprintln!("SKIP: python3 not found");
+        return;
+    }
+    let e = Env::new();
+    let mut host = serve(&e);
+    // A second host on the same data dir is refused.
+    e.cmd()
+        .arg("serve")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already serving data dir"));
+
+    e.cmd()
+        .args(["start", "demo_process_tree"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("started demo_process_tree"));
+    e.cmd()
+        .args(["start", "demo_process_tree"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already running"));
+    let call = e.json(&["call", "demo_process_tree"]);
+    assert_eq!(call["processes"], 9);
+    let pids = tree_pids(&call);
+    assert!(pids.iter().all(|p| alive(*p)));
+    let ps = e.json(&["ps", "--json"]);
+    assert_eq!(ps.as_array().unwrap().len(), 1);
+    assert_eq!(ps[0]["plugin_id"], "demo_process_tree");
+    assert_eq!(ps[0]["status"], "running");
+    e.cmd()
+        .args(["ps"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("demo_process_tree"));
+    let st = e.json(&["status", "demo_process_tree", "--json"]);
+    assert_eq!(st["state"], "running");
+    e.cmd()
+        .args(["status", "demo_process_tree"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("running"));
+    e.cmd()
+        .args(["logs", "demo_process_tree", "-n", "2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("tree ready"));
+
+    // Calls through the host: plain, streaming, errors.
+    e.cmd().args(["start", "text_word_count"]).assert().success();
+    let wc = e.json(&["call", "text_word_count", "--input", r#"{"text": "a b c"}"#]);
+    assert_eq!(wc["words"], 3);
+    e.cmd()
+        .args(["call", "text_word_count", "--input", r#"{"txt": 1}"#])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("input must be"));
+    e.cmd()
+        .args(["call", "text_word_count", "--input", "{oops"])
+        .assert()
+        .code(2);
+    e.cmd().args(["start", "text_reverse"]).assert().success();
+    assert_eq!(
+        e.json(&["call", "text_reverse", "--input", r#"{"text": "abc"}"#])["text"],
+        "cba"
+    );
+    e.cmd().args(["start", "demo_slow_job"]).assert().success();
+    e.cmd()
+        .args([
+            "call",
+            "demo_slow_job",
+            "--stream",
+            "--input",
+            r#"{"steps": 2, "step_ms": 10}"#,
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"steps_done\": 2"))
+        .stderr(predicate::str::contains("step 2 of 2"));
+    e.cmd().args(["start", "text_nope"]).assert().code(3);
+
+    // Stop: the whole tree is gone and ps shows nothing of it.
+    e.cmd().args(["stop", "demo_process_tree"]).assert().success();
+    assert!(pids.iter().all(|p| !alive(*p)), "survivors after stop");
+    let live: Vec<Value> = e.json(&["ps", "--json"]).as_array().unwrap().clone();
+    assert!(live.iter().all(|r| r["plugin_id"] != "demo_process_tree"));
+    e.cmd()
+        .args(["stop", "demo_process_tree"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not running"));
+
+    // Start again, SIGKILL the host: gc leaves nothing.
+    e.cmd().args(["start", "demo_process_tree"]).assert().success();
+    let pids = tree_pids(&e.json(&["call", "demo_process_tree"]));
+    let _ = host.child.kill();
+    let _ = host.child.wait();
+    let g = e.json(&["gc", "--json"]);
+    assert!(!g["reaped"].as_array().unwrap().is_empty(), "{g}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "processes survived the host's death and gc"
+    );
+    assert_eq!(e.json(&["ps", "--json"]), serde_json::json!([]));
+    // The dead host's lock is taken over by a new host.
+    let host2 = serve(&e);
+    drop(host2);
+}
+
+#[test]
+fn serve_stops_its_plugins_on_sigterm() {
+    let ok = StdCommand::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "python3 is required under CI");
+        return;
+    }
+    let e = Env::new();
+    let mut host = serve(&e);
+    e.cmd().args(["start", "demo_process_tree"]).assert().success();
+    let pids = tree_pids(&e.json(&["call", "demo_process_tree"]));
+    let pid = nix::unistd::Pid::from_raw(host.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = host.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(pids.iter().all(|p| !alive(*p)));
+    let rows = {
+        let l = plugboard_host::Ledger::open(&e.data().join("ledger.sqlite")).unwrap();
+        l.all().unwrap()
+    };
+    assert!(rows.iter().all(|r| r.status == "stopped"), "{rows:?}");
+    assert!(!e.data().join("host.sock").exists());
+}
