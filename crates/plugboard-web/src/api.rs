@@ -117,6 +117,12 @@ impl From<CallError> for ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": {"code": self.code, "message": self.message}});
@@ -154,12 +160,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{id}/cancel", post(cancel))
         .route("/api/v1/ps", get(ps))
         .route("/api/v1/problems", get(problems))
+        .with_state(state)
+}
+
+/// The whole app: the API, the dashboard, token checks on TCP, body limits.
+pub fn app(state: ApiState) -> Router {
+    router(state.clone())
+        .merge(crate::dashboard::router(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(state, auth))
         .layer(axum::extract::DefaultBodyLimit::max(
             plugboard_protocol::MAX_REQUEST_BYTES,
         ))
-        .with_state(state)
 }
 
 /// Marks requests that arrived over TCP, where the token applies.
@@ -170,6 +182,21 @@ async fn auth(State(state): State<ApiState>, req: axum::extract::Request, next: 
     if req.extensions().get::<OverTcp>().is_some()
         && let Some(token) = &state.token
     {
+        // A browser's first visit: ?token=T sets an HttpOnly cookie.
+        let query_token = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+        if let Some(q) = query_token
+            && constant_time_eq(q.as_bytes(), token.as_bytes())
+        {
+            let cookie = format!("plugboard_token={token}; Path=/; SameSite=Strict; HttpOnly");
+            let mut resp = axum::response::Redirect::to(req.uri().path()).into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(axum::http::header::SET_COOKIE, v);
+            }
+            return resp;
+        }
         let ok = bearer(req.headers()).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
             || cookie_token(req.headers()).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {

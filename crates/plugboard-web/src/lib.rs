@@ -1,5 +1,5 @@
-//! plugboard-web: the host's HTTP face. The JSON API (this crate's [`api`])
-//! that the CLI and the dashboard use, its [`client`], and [`serve`], which
+//! plugboard-web: the host's HTTP face. The JSON API ([`api`]) that the CLI
+//! uses, its [`client`], the browser [`dashboard`], and [`serve`], which
 //! puts them on a 0600 Unix socket in the data dir and, optionally, on a TCP
 //! address (loopback by default; anything wider needs a token).
 
@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod dashboard;
 mod serve;
 
 pub use client::{ApiClient, ClientError};

@@ -9,7 +9,7 @@ use axum::Extension;
 use plugboard_host::Host;
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::api::{ApiState, OverTcp, router};
+use crate::api::{ApiState, OverTcp, app};
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub async fn serve(
                 address: addr.to_string(),
                 source,
             })?;
-            let app = router(state.clone()).layer(Extension(OverTcp));
+            let app = app(state.clone()).layer(Extension(OverTcp));
             let rx = stop_rx.clone();
             Some(tokio::spawn(async move {
                 axum::serve(listener, app).with_graceful_shutdown(wait(rx)).await
@@ -89,7 +89,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let result = axum::serve(unix, router(state))
+    let result = axum::serve(unix, app(state))
         .with_graceful_shutdown(wait(stop_rx))
         .await;
     if let Some(t) = tcp_task {

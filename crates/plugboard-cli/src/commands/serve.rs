@@ -154,7 +154,8 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
     println!("  config dir: {}", dirs.config.display());
     println!("  API:        unix:{}", socket.display());
     if let Some(b) = bind {
-        println!("  HTTP:       http://{b}/api/v1/plugins");
+        println!("  dashboard:  http://{b}/");
+        println!("  HTTP API:   http://{b}/api/v1/plugins");
     }
     if demo {
         println!(

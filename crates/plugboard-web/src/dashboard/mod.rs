@@ -1,0 +1,427 @@
+//! The web dashboard: browse and compare plugins by category, configure them
+//! with forms generated from their schemas, and watch, start and stop what
+//! runs. Server-rendered with maud; htmx (vendored, served from the binary)
+//! swaps the details card; a few lines of our own JS apply server-sent
+//! events to the running list. Works offline, no build step.
+//!
+//! Every state change is a POST carrying a CSRF token that must equal the
+//! `plugboard_csrf` cookie (double submit; the cookie is SameSite=Strict).
+
+pub mod form;
+pub mod pages;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::Markup;
+use plugboard_core::plugin_stats;
+use plugboard_host::ledger::now_ms;
+use plugboard_host::{HostError, PluginInfo};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio_stream::StreamExt;
+
+use crate::api::{ApiState, constant_time_eq};
+
+const CSRF_COOKIE: &str = "plugboard_csrf";
+
+/// A duration as `1h02m`, `3m05s`, `12s`.
+pub fn human_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The dashboard routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route(
+            "/assets/htmx.min.js",
+            get(|| asset("application/javascript", include_str!("../../assets/htmx.min.js"))),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| asset("application/javascript", include_str!("../../assets/app.js"))),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| asset("text/css", include_str!("../../assets/style.css"))),
+        )
+        .route("/category/{category}", get(category))
+        .route("/fragments/card", get(card_fragment))
+        .route("/plugins/{id}", get(plugin_page))
+        .route("/plugins/{id}/config", get(config_page).post(config_submit))
+        .route("/plugins/{id}/config/delete", post(config_delete))
+        .route("/plugins/{id}/start", post(|s, p, h, f| lifecycle(s, p, h, f, "start")))
+        .route("/plugins/{id}/stop", post(|s, p, h, f| lifecycle(s, p, h, f, "stop")))
+        .route(
+            "/plugins/{id}/restart",
+            post(|s, p, h, f| lifecycle(s, p, h, f, "restart")),
+        )
+        .route("/plugins/{id}/logs", get(logs))
+        .route("/running", get(running))
+        .route("/events/running", get(running_events))
+        .with_state(state)
+}
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=3600")],
+        body,
+    )
+        .into_response()
+}
+
+/// The CSRF token of a request's cookie, or a fresh one to set.
+fn csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    let existing = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("plugboard_csrf=").map(str::to_owned))
+        .filter(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()));
+    match existing {
+        Some(t) => (t, None),
+        None => {
+            let t = uuid::Uuid::new_v4().simple().to_string();
+            let cookie = HeaderValue::from_str(&format!("{CSRF_COOKIE}={t}; Path=/; SameSite=Strict; HttpOnly")).ok();
+            (t, cookie)
+        }
+    }
+}
+
+fn page(headers: &HeaderMap, title: &str, active: &str, body: impl FnOnce(&str) -> Markup) -> Response {
+    let (token, set) = csrf(headers);
+    let mut resp = Html(pages::layout(title, active, body(&token)).into_string()).into_response();
+    if let Some(c) = set {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn fragment(m: Markup) -> Response {
+    Html(m.into_string()).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Html(pages::error_page(status.as_u16(), &message.into()).into_string()),
+    )
+        .into_response()
+}
+
+fn host_error(e: HostError) -> Response {
+    let status = match e {
+        HostError::UnknownPlugin { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, crate::api::ApiError::from(e).to_string())
+}
+
+/// Checks the form's CSRF token against the cookie.
+fn check_csrf(headers: &HeaderMap, form: &[(String, String)]) -> Result<(), Box<Response>> {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("plugboard_csrf=").map(str::to_owned));
+    let given = form.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+    match (cookie, given) {
+        (Some(c), Some(g)) if !c.is_empty() && constant_time_eq(c.as_bytes(), g.as_bytes()) => Ok(()),
+        _ => Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "this form has no valid CSRF token (reload the page and try again); nothing was changed",
+        ))),
+    }
+}
+
+async fn overview(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let plugins = s.host.plugins();
+    let (cats, stats) = s.host.with_registry(|r| {
+        let cats: Vec<(String, String, usize)> = r
+            .categories_with_plugins()
+            .into_iter()
+            .map(|c| {
+                let n = r.plugins_by_category(&c).len();
+                (c.clone(), r.category_display_name(&c), n)
+            })
+            .collect();
+        (cats, plugin_stats(r.all_plugins()))
+    });
+    let mut stats = stats;
+    stats.with_active_resources = plugins.iter().filter(|p| p.metadata.has_active_resources()).count();
+    let problems = s.host.problems();
+    page(&headers, "Overview", "overview", |_| {
+        pages::overview(&cats, &stats, &problems)
+    })
+}
+
+fn config_of(s: &ApiState, id: &str) -> Map<String, Value> {
+    s.host.load_config(id).unwrap_or_default()
+}
+
+async fn category(State(s): State<ApiState>, Path(cat): Path<String>, headers: HeaderMap) -> Response {
+    let plugins: Vec<PluginInfo> = s
+        .host
+        .plugins()
+        .into_iter()
+        .filter(|p| p.metadata.category == cat)
+        .collect();
+    let Some(first) = plugins.first() else {
+        return error(StatusCode::NOT_FOUND, format!("no plugins in category {cat:?}"));
+    };
+    let name = s.host.with_registry(|r| r.category_display_name(&cat));
+    let config = config_of(&s, &first.unique_id);
+    page(&headers, &name, "overview", |_| {
+        pages::category(&name, &plugins, first, &config)
+    })
+}
+
+#[derive(Deserialize)]
+struct CardQuery {
+    id: String,
+}
+
+async fn card_fragment(State(s): State<ApiState>, Query(q): Query<CardQuery>) -> Response {
+    match s.host.plugin(&q.id) {
+        Ok(p) => {
+            let config = config_of(&s, &p.unique_id);
+            fragment(pages::card(&p, &config))
+        }
+        Err(e) => host_error(e),
+    }
+}
+
+async fn plugin_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let p = match s.host.plugin(&id) {
+        Ok(p) => p,
+        Err(e) => return host_error(e),
+    };
+    let config = config_of(&s, &id);
+    page(&headers, &p.metadata.title.clone(), "overview", |_| {
+        maud::html! {
+            (pages::card(&p, &config))
+            p.actions {
+                a.button.primary href={ "/plugins/" (p.unique_id) "/config" } { "Configure" }
+                a.button href="/running" { "Running" }
+                a.button href={ "/category/" (p.metadata.category) } { "Compare in " (p.metadata.category) }
+            }
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct ConfigQuery {
+    #[serde(default)]
+    defaults: Option<String>,
+    #[serde(default)]
+    saved: Option<String>,
+}
+
+async fn config_page(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<ConfigQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match s.host.plugin(&id) {
+        Ok(p) => p,
+        Err(e) => return host_error(e),
+    };
+    let fields = form::fields(&p.metadata.config_schema);
+    let saved = s.host.with_registry(|r| r.config_store().load(&id).unwrap_or_default());
+    let values = if q.defaults.is_some() {
+        Map::new()
+    } else {
+        config_of(&s, &id)
+    };
+    page(
+        &headers,
+        &format!("Configure {}", p.metadata.title),
+        "overview",
+        |csrf| {
+            pages::config_form(
+                &p,
+                &fields,
+                &values,
+                &BTreeMap::new(),
+                &[],
+                csrf,
+                q.saved.is_some(),
+                &saved,
+            )
+        },
+    )
+}
+
+async fn config_submit(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form_pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = check_csrf(&headers, &form_pairs) {
+        return *r;
+    }
+    let p = match s.host.plugin(&id) {
+        Ok(p) => p,
+        Err(e) => return host_error(e),
+    };
+    let fields = form::fields(&p.metadata.config_schema);
+    let saved = s.host.with_registry(|r| r.config_store().load(&id).unwrap_or_default());
+    let (config, mut errors) = form::config_from_form(&fields, &form_pairs, &saved);
+    let mut general = Vec::new();
+    if errors.is_empty() {
+        match s.host.save_config(&id, &config) {
+            Ok(()) => return Redirect::to(&format!("/plugins/{id}/config?saved=1")).into_response(),
+            Err(plugboard_core::ConfigError::Invalid { violations, .. }) => {
+                for v in violations {
+                    let field = form::field_of(&v.pointer, &v.reason);
+                    if fields_contain(&fields, &field) {
+                        errors.entry(field).or_insert(v.reason);
+                    } else {
+                        general.push(v.to_string());
+                    }
+                }
+            }
+            Err(e) => general.push(e.to_string()),
+        }
+    }
+    let (token, _) = csrf(&headers);
+    let mut resp = Html(
+        pages::layout(
+            &format!("Configure {}", p.metadata.title),
+            "overview",
+            pages::config_form(&p, &fields, &config, &errors, &general, &token, false, &saved),
+        )
+        .into_string(),
+    )
+    .into_response();
+    *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    resp
+}
+
+fn fields_contain(fields: &[form::Field], path: &str) -> bool {
+    fields.iter().any(|f| {
+        f.path == path
+            || match &f.kind {
+                form::FieldKind::Object(children) => fields_contain(children, path),
+                _ => false,
+            }
+    })
+}
+
+async fn config_delete(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form_pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = check_csrf(&headers, &form_pairs) {
+        return *r;
+    }
+    if let Err(e) = s.host.manifest(&id) {
+        return host_error(e);
+    }
+    match s.host.delete_config(&id) {
+        Ok(_) => Redirect::to(&format!("/plugins/{id}/config")).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn lifecycle(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form_pairs): Form<Vec<(String, String)>>,
+    verb: &'static str,
+) -> Response {
+    if let Err(r) = check_csrf(&headers, &form_pairs) {
+        return *r;
+    }
+    let result = match verb {
+        "start" => s.host.start(&id).await,
+        "stop" => s.host.stop(&id).await,
+        _ => s.host.restart(&id).await,
+    };
+    match result {
+        Ok(_) => Redirect::to("/running").into_response(),
+        Err(HostError::UnknownPlugin { .. }) => error(StatusCode::NOT_FOUND, format!("unknown plugin {id:?}")),
+        Err(e) => {
+            let msg = crate::api::ApiError::from(e).to_string();
+            let rows = running_rows(&s);
+            let (token, _) = csrf(&headers);
+            let body = pages::running(pages::running_fragment(&rows, &token, now_ms()), Some(&msg));
+            let mut resp = Html(pages::layout("Running", "running", body).into_string()).into_response();
+            *resp.status_mut() = StatusCode::BAD_GATEWAY;
+            resp
+        }
+    }
+}
+
+fn running_rows(s: &ApiState) -> Vec<pages::RunningRow> {
+    let live = s.host.supervisor().with_ledger(|l| l.live()).unwrap_or_default();
+    s.host
+        .plugins()
+        .into_iter()
+        .map(|info| {
+            let status = s.host.status(&info.unique_id);
+            let pids = info.metadata.spawned_pids.clone();
+            let row = live.iter().rev().find(|r| r.plugin_id == info.unique_id).cloned();
+            pages::RunningRow {
+                info,
+                status,
+                pids,
+                row,
+            }
+        })
+        .collect()
+}
+
+async fn running(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let rows = running_rows(&s);
+    page(&headers, "Running", "running", |csrf| {
+        pages::running(pages::running_fragment(&rows, csrf, now_ms()), None)
+    })
+}
+
+async fn running_events(State(s): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    let (token, _) = csrf(&headers);
+    let interval = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)));
+    let stream = interval.map(move |_| {
+        let rows = running_rows(&s);
+        let html = pages::running_fragment(&rows, &token, now_ms()).into_string();
+        Ok::<Event, Infallible>(Event::default().event("running").data(html))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(State(s): State<ApiState>, Path(id): Path<String>, Query(q): Query<LogQuery>) -> Response {
+    if let Err(e) = s.host.manifest(&id) {
+        return host_error(e);
+    }
+    let path = s.host.config().data.log_path(&id);
+    let lines = plugboard_host::logs::tail(&path, q.lines.unwrap_or(50).min(2000)).unwrap_or_default();
+    fragment(pages::log_tail(&id, &lines))
+}

@@ -1,0 +1,355 @@
+//! The dashboard's HTML, with maud: every plugin-provided string is escaped
+//! by the template engine, so a manifest title with HTML in it shows as text.
+
+use std::collections::BTreeMap;
+
+use maud::{DOCTYPE, Markup, html};
+use plugboard_core::PluginStats;
+use plugboard_host::{PluginInfo, ResourceRecord, WorkerStatus};
+use serde_json::{Map, Value};
+
+use super::form::{Field, FieldKind, display};
+
+/// The page frame.
+pub fn layout(title: &str, active: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · plugboard" }
+                link rel="stylesheet" href="/assets/style.css";
+                script src="/assets/htmx.min.js" defer {}
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "plugboard" }
+                    nav {
+                        a.(if active == "overview" { "on" } else { "" }) href="/" { "Overview" }
+                        a.(if active == "running" { "on" } else { "" }) href="/running" { "Running" }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn mode_badge(p: &PluginInfo) -> Markup {
+    let class = if p.metadata.is_local_execution() {
+        "badge local"
+    } else {
+        "badge cloud"
+    };
+    html! { span class=(class) title=(if p.metadata.is_local_execution() { "runs locally" } else { "runs on cloud or remote resources" }) { (p.metadata.execution_mode) } }
+}
+
+/// Overview: categories with counts, the seed's stats, manifest problems.
+pub fn overview(
+    cats: &[(String, String, usize)],
+    stats: &PluginStats,
+    problems: &[plugboard_host::ManifestError],
+) -> Markup {
+    html! {
+        h1 { "Plugins" }
+        section.cards {
+            @for (cat, name, n) in cats {
+                a.card.category href={ "/category/" (cat) } {
+                    h2 { (name) }
+                    p.count { (n) " plugin" @if *n != 1 { "s" } }
+                }
+            }
+            @if cats.is_empty() { p.muted { "No plugins found in the plugins directories." } }
+        }
+        h2 { "Statistics" }
+        table.stats {
+            tbody {
+                tr { th { "total" } td { (stats.total) } }
+                tr { th { "configured" } td { (stats.configured) } }
+                tr { th { "unconfigured" } td { (stats.unconfigured) } }
+                tr { th { "local" } td { (stats.local) } }
+                tr { th { "cloud" } td { (stats.cloud) } }
+                tr { th { "with active resources" } td { (stats.with_active_resources) } }
+            }
+        }
+        @if !problems.is_empty() {
+            h2 { "Manifests that did not load" }
+            ul.problems { @for p in problems { li { code { (p.path.display()) } ": " (p.reason) } } }
+        }
+    }
+}
+
+/// The details card of one plugin.
+pub fn card(p: &PluginInfo, config: &Map<String, Value>) -> Markup {
+    let m = &p.metadata;
+    let streaming = m
+        .config_schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|props| props.contains_key("stream") || props.contains_key("streaming"));
+    let memory = config.get("memory_gb").or_else(|| config.get("memory")).map(display);
+    html! {
+        article.card.details id="card" data-plugin=(p.unique_id) {
+            header {
+                h2 { (m.title) }
+                (mode_badge(p))
+                @if m.is_configured { span.badge.ok { "configured" } } @else { span.badge.warn { "not configured" } }
+            }
+            @if let Some(d) = &m.description { p { (d) } }
+            dl {
+                dt { "id" } dd { code { (p.unique_id) } }
+                dt { "version" } dd { (m.version.as_deref().unwrap_or("-")) }
+                @if m.is_cloud_execution() {
+                    dt { "cost" } dd { @match p.resources.estimated_cost_per_hour { Some(c) => { "$" (format!("{c:.2}")) " / hour" } None => { "unknown" } } }
+                    dt { "GPU" } dd { @if p.resources.gpu_count > 0 { (p.resources.gpu_count) "× " (p.resources.gpu_type.as_deref().unwrap_or("GPU")) } @else { "none" } }
+                }
+                @if let Some(d) = config.get("device") { dt { "device" } dd { (display(d)) } }
+                @if let Some(mem) = memory { dt { "memory" } dd { (mem) } }
+                @if streaming { dt { "streaming" } dd { "supported" } }
+                @if let Some(s) = p.state { dt { "state" } dd { span class={ "state " (s.as_str()) } { (s.as_str()) } } }
+            }
+        }
+    }
+}
+
+/// A category: selector, card, confirm button, comparison table.
+pub fn category(
+    display_name: &str,
+    plugins: &[PluginInfo],
+    selected: &PluginInfo,
+    config: &Map<String, Value>,
+) -> Markup {
+    html! {
+        h1 { (display_name) }
+        div.selector {
+            label for="plugin-select" { "Plugin" }
+            select id="plugin-select" name="id" hx-get="/fragments/card" hx-target="#card" hx-swap="outerHTML" hx-trigger="change" {
+                @for p in plugins {
+                    option value=(p.unique_id) selected[p.unique_id == selected.unique_id] { (p.metadata.title) }
+                }
+            }
+            a.button.primary id="confirm" href={ "/plugins/" (selected.unique_id) "/config" } { "Use this plugin" }
+        }
+        (card(selected, config))
+        h2 { "Compare" }
+        div.scroll {
+            table.compare {
+                thead { tr { th { "Plugin" } th { "Version" } th { "Mode" } th { "Configured" } th { "GPU" } th { "$/hour" } th { "Description" } } }
+                tbody {
+                    @for p in plugins {
+                        tr {
+                            td { a href={ "/plugins/" (p.unique_id) } { (p.metadata.title) } }
+                            td { (p.metadata.version.as_deref().unwrap_or("-")) }
+                            td { (mode_badge(p)) }
+                            td { @if p.metadata.is_configured { "yes" } @else { "no" } }
+                            td { @if p.resources.gpu_count > 0 { (p.resources.gpu_count) "× " (p.resources.gpu_type.as_deref().unwrap_or("GPU")) } @else { "-" } }
+                            td { @match p.resources.estimated_cost_per_hour { Some(c) => { (format!("{c:.2}")) } None => { "-" } } }
+                            td { (p.metadata.description.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn input(f: &Field, value: Option<&Value>, error: Option<&String>) -> Markup {
+    let id = format!("f-{}", f.path.replace('.', "-"));
+    let shown = value.or(f.default.as_ref());
+    html! {
+        div class={ "field" @if error.is_some() { " invalid" } } {
+            @match &f.kind {
+                FieldKind::Object(children) => {
+                    fieldset {
+                        legend { (f.label) @if f.required { span.req title="required" { " *" } } }
+                        @if let Some(h) = &f.help { p.help { (h) } }
+                        @for c in children { (input(c, value.and_then(|v| v.get(&c.name)), None)) }
+                    }
+                }
+                FieldKind::Boolean => {
+                    input type="hidden" name={ (f.path) ".__present" } value="1";
+                    label.check {
+                        input type="checkbox" id=(id) name=(f.path) checked[shown.and_then(Value::as_bool).unwrap_or(false)];
+                        " " (f.label) @if f.required { span.req title="required" { " *" } }
+                    }
+                }
+                kind => {
+                    label for=(id) { (f.label) @if f.required { span.req title="required" { " *" } } }
+                    @match kind {
+                        FieldKind::Enum(options) => {
+                            select id=(id) name=(f.path) {
+                                @if !f.required { option value="" { "—" } }
+                                @for o in options {
+                                    option value=(display(o)) selected[shown == Some(o)] { (display(o)) }
+                                }
+                            }
+                        }
+                        FieldKind::Integer | FieldKind::Number => {
+                            input type="number" id=(id) name=(f.path)
+                                step=(if matches!(kind, FieldKind::Integer) { "1" } else { "any" })
+                                min=[f.min] max=[f.max] required[f.required]
+                                value=[shown.map(display)];
+                        }
+                        FieldKind::Array(_) => {
+                            textarea id=(id) name=(f.path) rows="3" placeholder="one value per line" {
+                                @if let Some(Value::Array(items)) = shown { (items.iter().map(display).collect::<Vec<_>>().join("\n")) }
+                            }
+                        }
+                        FieldKind::Secret => {
+                            input type="password" id=(id) name=(f.path) autocomplete="off"
+                                placeholder=(if value.is_some() { "saved (leave empty to keep)" } else { "" });
+                        }
+                        _ => {
+                            input type="text" id=(id) name=(f.path) required[f.required] value=[shown.map(display)];
+                        }
+                    }
+                }
+            }
+            @if let Some(h) = (!matches!(f.kind, FieldKind::Object(_))).then_some(()).and(f.help.as_ref()) { p.help { (h) } }
+            @if let Some(e) = error { p.error role="alert" data-field=(f.path) { (e) } }
+        }
+    }
+}
+
+/// The config form of a plugin.
+#[allow(clippy::too_many_arguments)]
+pub fn config_form(
+    p: &PluginInfo,
+    fields: &[Field],
+    values: &Map<String, Value>,
+    errors: &BTreeMap<String, String>,
+    general: &[String],
+    csrf: &str,
+    saved: bool,
+    saved_config: &Map<String, Value>,
+) -> Markup {
+    html! {
+        h1 { "Configure " (p.metadata.title) }
+        p.muted { code { (p.unique_id) } " · " a href={ "/category/" (p.metadata.category) } { "back to " (p.metadata.category) } }
+        @if saved { p.notice.ok id="saved" { "Saved." } }
+        @if !errors.is_empty() || !general.is_empty() {
+            div.notice.bad id="errors" {
+                "Not saved: fix the fields marked below."
+                @for g in general { p { (g) } }
+            }
+        }
+        form.config method="post" action={ "/plugins/" (p.unique_id) "/config" } {
+            input type="hidden" name="csrf" value=(csrf);
+            @for f in fields { (input(f, super::form::value_at(values, &f.path), errors.get(&f.path))) }
+            @if fields.is_empty() { p.muted { "This plugin has no settings." } }
+            div.actions {
+                button.primary type="submit" id="save" { "Save" }
+                a.button href={ "/plugins/" (p.unique_id) "/config?defaults=1" } { "Reset to defaults" }
+            }
+        }
+        form method="post" action={ "/plugins/" (p.unique_id) "/config/delete" } {
+            input type="hidden" name="csrf" value=(csrf);
+            button.danger type="submit" id="delete" disabled[!p.metadata.is_configured] { "Delete saved config" }
+        }
+        @if !saved_config.is_empty() {
+            h2 { "Saved config" }
+            pre id="saved-config" { (redact(saved_config, fields)) }
+        }
+    }
+}
+
+/// The saved config as JSON with secret values masked.
+fn redact(config: &Map<String, Value>, fields: &[Field]) -> String {
+    let mut c = config.clone();
+    fn walk(c: &mut Map<String, Value>, fields: &[Field]) {
+        for f in fields {
+            match &f.kind {
+                FieldKind::Secret => {
+                    if let Some(v) = c.get_mut(&f.name) {
+                        *v = Value::String("••••••".into());
+                    }
+                }
+                FieldKind::Object(children) => {
+                    if let Some(Value::Object(m)) = c.get_mut(&f.name) {
+                        walk(m, children);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(&mut c, fields);
+    serde_json::to_string_pretty(&c).unwrap_or_default()
+}
+
+/// One row of the running list.
+pub struct RunningRow {
+    /// The plugin.
+    pub info: PluginInfo,
+    /// Its status, when this host started it.
+    pub status: Option<WorkerStatus>,
+    /// The live pids of its tree.
+    pub pids: Vec<u32>,
+    /// Its live ledger row.
+    pub row: Option<ResourceRecord>,
+}
+
+/// The running list fragment (swapped in by server-sent events).
+pub fn running_fragment(rows: &[RunningRow], csrf: &str, now_ms: i64) -> Markup {
+    html! {
+        table.running id="running-table" {
+            thead { tr { th { "Plugin" } th { "State" } th { "Resources" } th { "Uptime" } th { "Accrued" } th { "" } } }
+            tbody {
+                @for r in rows {
+                    @let state = r.status.as_ref().map_or("stopped", |s| s.state.as_str());
+                    @let active = r.status.as_ref().is_some_and(|s| s.state.is_active());
+                    tr data-plugin=(r.info.unique_id) {
+                        td { a href={ "/plugins/" (r.info.unique_id) } { (r.info.metadata.title) } br; code.muted { (r.info.unique_id) } }
+                        td { span class={ "state " (state) } { (state) } }
+                        td.resources {
+                            @if !r.pids.is_empty() { "pids " span.pids { (r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")) } }
+                            @if let Some(c) = &r.info.metadata.container_id { br; "container " code { (c) } }
+                            @if let Some(rr) = &r.info.metadata.remote_resource { br; "instance " code { (rr.instance_id.as_deref().unwrap_or("-")) } }
+                            @if let Some(l) = r.status.as_ref().and_then(|s| s.listen.as_ref()).filter(|_| active) { br; "endpoint " code { (l.display()) } }
+                        }
+                        td { @if active { @if let Some(t) = r.status.as_ref().and_then(|s| s.started_at_ms) { (crate::dashboard::human_duration(now_ms - t)) } } }
+                        td { @if let Some(row) = &r.row { "$" (format!("{:.4}", row.accrued_usd(now_ms))) } }
+                        td.actions {
+                            @for (verb, enabled) in [("start", !active), ("stop", active), ("restart", active)] {
+                                form method="post" action={ "/plugins/" (r.info.unique_id) "/" (verb) } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" name="go" value=(verb) disabled[!enabled] data-action=(verb) { (verb) }
+                                }
+                            }
+                            button type="button" hx-get={ "/plugins/" (r.info.unique_id) "/logs" } hx-target="#log" { "log" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The running page.
+pub fn running(fragment: Markup, flash: Option<&str>) -> Markup {
+    html! {
+        h1 { "Running" }
+        @if let Some(f) = flash { p.notice.bad id="flash" { (f) } }
+        div id="running" data-sse="/events/running" { (fragment) }
+        h2 { "Log" }
+        pre id="log" class="log" { "Choose a plugin's log." }
+    }
+}
+
+/// A log tail fragment.
+pub fn log_tail(id: &str, lines: &[String]) -> Markup {
+    html! {
+        pre id="log" class="log" data-plugin=(id) { @for l in lines { (l) "\n" } @if lines.is_empty() { "(empty)" } }
+    }
+}
+
+/// An error page.
+pub fn error_page(status: u16, message: &str) -> Markup {
+    layout(
+        "Error",
+        "",
+        html! { h1 { "Error " (status) } p.notice.bad { (message) } p { a href="/" { "Back to the overview" } } },
+    )
+}
