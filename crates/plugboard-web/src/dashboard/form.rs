@@ -281,7 +281,10 @@ fn fill(
             }
             kind => {
                 let Some(r) = raw else { continue };
-                if r.is_empty() && !f.required {
+                if r.is_empty() {
+                    if f.required {
+                        errors.insert(f.path.clone(), "this field is required".into());
+                    }
                     continue;
                 }
                 match parse_scalar(kind, r) {
