@@ -235,7 +235,9 @@ pub fn config_form(
                 @for g in general { p { (g) } }
             }
         }
-        form.config method="post" action={ "/plugins/" (p.unique_id) "/config" } {
+        // novalidate: the server validates against the full schema and shows
+        // every error next to its field.
+        form.config method="post" novalidate action={ "/plugins/" (p.unique_id) "/config" } {
             input type="hidden" name="csrf" value=(csrf);
             @for f in fields { (input(f, super::form::value_at(values, &f.path), errors.get(&f.path))) }
             @if fields.is_empty() { p.muted { "This plugin has no settings." } }
