@@ -75,6 +75,8 @@ struct InProcess {
 pub struct Host {
     cfg: HostConfig,
     catalog: RwLock<Catalog>,
+    manifests: Vec<Arc<Manifest>>,
+    by_id: HashMap<String, usize>,
     registry: Mutex<UnifiedPluginRegistry>,
     supervisor: Supervisor,
     in_process: Mutex<HashMap<String, InProcess>>,
@@ -98,9 +100,13 @@ impl Host {
         let mut scfg = SupervisorConfig::new(cfg.data.clone());
         scfg.launch_vars = cfg.launch_vars.clone();
         let supervisor = Supervisor::new(scfg)?;
+        let manifests: Vec<Arc<Manifest>> = catalog.manifests.iter().cloned().map(Arc::new).collect();
+        let by_id = manifests.iter().enumerate().map(|(i, m)| (m.unique_id(), i)).collect();
         Ok(Host {
             cfg,
             catalog: RwLock::new(catalog),
+            manifests,
+            by_id,
             registry: Mutex::new(registry),
             supervisor,
             in_process: Mutex::new(HashMap::new()),
@@ -141,42 +147,44 @@ impl Host {
 
     /// The manifest of a plugin.
     pub fn manifest(&self, unique_id: &str) -> Result<Arc<Manifest>, HostError> {
-        self.catalog
-            .read()
-            .ok()
-            .and_then(|c| c.get(unique_id).cloned())
-            .map(Arc::new)
+        self.by_id
+            .get(unique_id)
+            .map(|&i| Arc::clone(&self.manifests[i]))
             .ok_or_else(|| HostError::UnknownPlugin {
                 plugin: unique_id.to_owned(),
             })
     }
 
+    /// How many plugins the host knows.
+    pub fn plugin_count(&self) -> usize {
+        self.manifests.len()
+    }
+
     /// Every plugin, in discovery order, with live state.
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        let ids: Vec<String> = self
-            .catalog
-            .read()
-            .map(|c| c.manifests.iter().map(Manifest::unique_id).collect())
-            .unwrap_or_default();
-        ids.iter().filter_map(|id| self.plugin(id).ok()).collect()
+        let registry = lock(&self.registry);
+        self.manifests.iter().map(|m| self.info(m, &registry)).collect()
     }
 
     /// One plugin, with live state.
     pub fn plugin(&self, unique_id: &str) -> Result<PluginInfo, HostError> {
         let m = self.manifest(unique_id)?;
-        let mut metadata = lock(&self.registry)
-            .get_plugin(unique_id)
-            .cloned()
-            .unwrap_or_else(|| m.metadata());
-        metadata.spawned_pids = self.supervisor.tree_pids(unique_id);
-        let state = self.status(unique_id).map(|s| s.state);
-        Ok(PluginInfo {
-            unique_id: unique_id.to_owned(),
+        let registry = lock(&self.registry);
+        Ok(self.info(&m, &registry))
+    }
+
+    fn info(&self, m: &Manifest, registry: &UnifiedPluginRegistry) -> PluginInfo {
+        let unique_id = m.unique_id();
+        let mut metadata = registry.get_plugin(&unique_id).cloned().unwrap_or_else(|| m.metadata());
+        metadata.spawned_pids = self.supervisor.tree_pids(&unique_id);
+        let state = self.status(&unique_id).map(|s| s.state);
+        PluginInfo {
+            unique_id,
             metadata,
             manifest_path: m.path.clone(),
             resources: m.resources.clone(),
             state,
-        })
+        }
     }
 
     /// The plugin's saved config with schema defaults.

@@ -234,7 +234,7 @@ async fn health(State(s): State<ApiState>) -> ApiResult {
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": s.host.config().data.root(),
-        "plugins": s.host.plugins().len(),
+        "plugins": s.host.plugin_count(),
     }))
 }
 
