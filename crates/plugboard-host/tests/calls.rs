@@ -358,3 +358,31 @@ async fn plain_servers_have_no_protocol_handle() {
     assert!(err.contains("does not speak the plugboard protocol"), "{err}");
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_workers_over_tcp_require_the_bearer_token() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let server = plugboard_worker::Server::new(
+        Arc::new(Typed::new(SlowJob)),
+        plugboard_worker::Listen::parse(&format!("tcp://{addr}")),
+        Some("tcp-token".into()),
+    );
+    tokio::spawn(server.serve());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let anonymous = PluginHandle::worker(WorkerClient::new("remote_slow_job", Target::Tcp(addr.clone()), None));
+    let err = anonymous.health().await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+    let h = PluginHandle::worker(WorkerClient::new(
+        "remote_slow_job",
+        Target::Tcp(addr),
+        Some("tcp-token".into()),
+    ));
+    suite(&h).await;
+}
