@@ -102,14 +102,4 @@ pub fn spinner(msg: impl Into<String>) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
-/// A duration as `1h02m`, `3m05s`, `12s`.
-pub fn human_duration(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
+pub use plugboard_web::dashboard::human_duration;

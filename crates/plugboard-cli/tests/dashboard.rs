@@ -62,6 +62,23 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Clicks the element matching `css`, retrying while the live list replaces
+/// it (server-sent events swap the running table).
+async fn click(c: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) => assert!(Instant::now() < deadline, "cannot click {css}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn eventually<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -232,14 +249,7 @@ async fn the_dashboard_in_headless_chromium() {
 
     // Start the process-tree example from the page, see its pids, stop it.
     c.goto(&format!("{base}/running")).await.unwrap();
-    c.find(Locator::Css(
-        "tr[data-plugin=demo_process_tree] button[data-action=start]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(&c, "tr[data-plugin=demo_process_tree] button[data-action=start]").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let pids: Vec<u32> = loop {
         if let Ok(e) = c.find(Locator::Css("tr[data-plugin=demo_process_tree] .pids")).await {
@@ -257,14 +267,7 @@ async fn the_dashboard_in_headless_chromium() {
     };
     assert!(pids.iter().all(|p| alive(*p)));
     shot(&c, "running").await;
-    c.find(Locator::Css(
-        "tr[data-plugin=demo_process_tree] button[data-action=stop]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(&c, "tr[data-plugin=demo_process_tree] button[data-action=stop]").await;
     eventually("the tree to be gone", || async { pids.iter().all(|p| !alive(*p)) }).await;
     eventually("the row to say stopped", || async {
         match c.find(Locator::Css("tr[data-plugin=demo_process_tree] .state")).await {

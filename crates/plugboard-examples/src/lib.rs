@@ -4,6 +4,7 @@
 //! the worker SDK; `plugboard example-worker NAME`). The manifests live in
 //! `examples/plugins/`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use plugboard_protocol::{CallContext, ExecError, Executor, Typed, TypedExecutor};
@@ -163,11 +164,11 @@ impl TypedExecutor for Reverse {
 }
 
 /// The example executor named `name` (`word_count`, `slow_job`, `reverse`).
-pub fn by_name(name: &str) -> Option<Box<dyn Executor>> {
+pub fn by_name(name: &str) -> Option<Arc<dyn Executor>> {
     match name {
-        "word_count" => Some(Box::new(Typed::new(WordCount))),
-        "slow_job" => Some(Box::new(Typed::new(SlowJob))),
-        "reverse" => Some(Box::new(Typed::new(Reverse))),
+        "word_count" => Some(Arc::new(Typed::new(WordCount))),
+        "slow_job" => Some(Arc::new(Typed::new(SlowJob))),
+        "reverse" => Some(Arc::new(Typed::new(Reverse))),
         _ => None,
     }
 }

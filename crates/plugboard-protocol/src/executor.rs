@@ -257,21 +257,7 @@ impl<T: TypedExecutor> Executor for Typed<T> {
     }
 }
 
-impl<E: Executor + ?Sized> Executor for Box<E> {
-    fn manifest(&self) -> WorkerManifest {
-        (**self).manifest()
-    }
-    fn validate_config(&self, config: &Value) -> Vec<Violation> {
-        (**self).validate_config(config)
-    }
-    fn apply_config(&self, config: Value) -> Result<(), Vec<Violation>> {
-        (**self).apply_config(config)
-    }
-    fn execute(&self, input: Value, ctx: &CallContext) -> Result<Value, ExecError> {
-        (**self).execute(input, ctx)
-    }
-}
-
+/// A shared executor is an executor (the host keeps in-process plugins in `Arc`s).
 impl<E: Executor + ?Sized> Executor for Arc<E> {
     fn manifest(&self) -> WorkerManifest {
         (**self).manifest()

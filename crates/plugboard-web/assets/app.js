@@ -3,7 +3,10 @@
 (function () {
   function connect(el) {
     var source = new EventSource(el.getAttribute("data-sse"));
+    var last = null;
     source.addEventListener("running", function (ev) {
+      if (ev.data === last) { return; } // unchanged: keep the DOM (and any focus) as it is
+      last = ev.data;
       el.innerHTML = ev.data;
       if (window.htmx) { window.htmx.process(el); }
     });

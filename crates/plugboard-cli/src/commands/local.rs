@@ -16,16 +16,7 @@ use crate::{CmdResult, Dirs, Failure};
 
 /// The registry over the plugins dirs, warnings printed for bad manifests.
 pub fn registry(dirs: &Dirs) -> Result<UnifiedPluginRegistry, Failure> {
-    if dirs.plugins_explicit {
-        for p in &dirs.plugins {
-            if !p.is_dir() {
-                return Err(Failure::usage(format!(
-                    "plugins directory {} does not exist",
-                    p.display()
-                )));
-            }
-        }
-    }
+    super::check_plugin_dirs(dirs)?;
     let (registry, catalog) = registry_for(&dirs.plugins, dirs.config.clone());
     for p in &catalog.problems {
         if !dirs.plugins_explicit && p.reason.contains("does not exist") {

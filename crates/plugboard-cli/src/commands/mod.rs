@@ -81,3 +81,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
 }
+
+/// Plugins directories given explicitly must exist (a usage error otherwise).
+pub fn check_plugin_dirs(dirs: &Dirs) -> Result<(), Failure> {
+    if dirs.plugins_explicit
+        && let Some(p) = dirs.plugins.iter().find(|p| !p.is_dir())
+    {
+        return Err(Failure::usage(format!(
+            "plugins directory {} does not exist",
+            p.display()
+        )));
+    }
+    Ok(())
+}

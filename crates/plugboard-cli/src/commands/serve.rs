@@ -87,16 +87,7 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
     data.ensure()
         .map_err(|e| Failure::failed(format!("cannot create data dir {}: {e}", dirs.data.display())))?;
     let _lock = HostLock::acquire(data.root())?;
-    if dirs.plugins_explicit {
-        for p in &dirs.plugins {
-            if !p.is_dir() {
-                return Err(Failure::usage(format!(
-                    "plugins directory {} does not exist",
-                    p.display()
-                )));
-            }
-        }
-    }
+    super::check_plugin_dirs(dirs)?;
     // Reap what hosts that died on this data dir left behind.
     {
         let mut ledger = Ledger::open(&data.ledger_path()).map_err(Failure::failed)?;
@@ -139,7 +130,7 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
                 .and_then(|v| v.as_str().map(str::to_owned))
         });
         if let Some(exec) = builtin.as_deref().and_then(plugboard_examples::by_name) {
-            host.register_in_process(&info.unique_id, Arc::from(exec));
+            host.register_in_process(&info.unique_id, exec);
         }
     }
     let host = Arc::new(host);
