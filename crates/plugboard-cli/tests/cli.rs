@@ -469,6 +469,22 @@ fn end_to_end_serve_start_call_stop_and_crash_recovery() {
         .stderr(predicate::str::contains("step 2 of 2"));
     e.cmd().args(["start", "text_nope"]).assert().code(3);
 
+    // Restart gives a new worker process.
+    let before = e.json(&["status", "demo_process_tree", "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+    e.cmd()
+        .args(["restart", "demo_process_tree"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("restarted"));
+    let after = e.json(&["status", "demo_process_tree", "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(before, after);
+    assert!(!alive(before));
+    let pids = tree_pids(&e.json(&["call", "demo_process_tree"]));
+
     // Stop: the whole tree is gone and ps shows nothing of it.
     e.cmd().args(["stop", "demo_process_tree"]).assert().success();
     assert!(pids.iter().all(|p| !alive(*p)), "survivors after stop");
@@ -526,4 +542,88 @@ fn serve_stops_its_plugins_on_sigterm() {
     };
     assert!(rows.iter().all(|r| r.status == "stopped"), "{rows:?}");
     assert!(!e.data().join("host.sock").exists());
+}
+
+#[test]
+fn logs_follow_prints_new_lines() {
+    let e = Env::new();
+    let log = e.data().join("logs/text_word_count.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "out| first\n").unwrap();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("plugboard"))
+        .arg("--plugins")
+        .arg(examples())
+        .arg("--data-dir")
+        .arg(e.data())
+        .args(["logs", "text_word_count", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    use std::io::{Read, Write};
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"out| second\n")
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 256];
+    while !seen.contains("second") && Instant::now() < deadline {
+        let n = out.read(&mut buf).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("out| first") && seen.contains("out| second"), "{seen}");
+}
+
+#[test]
+fn demo_serves_the_bundled_examples_and_stops_on_sigint() {
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("plugboard"))
+        .env_remove("PLUGBOARD_PLUGINS")
+        .args(["demo", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    use std::io::Read;
+    while !seen.contains("press Ctrl-C") && Instant::now() < deadline {
+        let n = out.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("plugboard host: 5 plugin(s)"), "{seen}");
+    let url = seen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dashboard:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("Demo") && page.contains("Text"),
+        "{page}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -1,5 +1,5 @@
 //! The bundled example plugins written in Rust. Each is an
-//! [`Executor`](plugboard_protocol::Executor), so the same code runs
+//! [`Executor`], so the same code runs
 //! in-process (called directly by the host) or as a worker process (served by
 //! the worker SDK; `plugboard example-worker NAME`). The manifests live in
 //! `examples/plugins/`.

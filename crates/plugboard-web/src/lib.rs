@@ -11,4 +11,4 @@ pub mod dashboard;
 mod serve;
 
 pub use client::{ApiClient, ClientError};
-pub use serve::{ServeError, ServeOptions, serve};
+pub use serve::{Bound, ServeError, ServeOptions, bind, serve};

@@ -61,14 +61,6 @@ pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins")
 }
 
-fn free_port(addr: SocketAddr) -> Result<SocketAddr, Failure> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    let l = std::net::TcpListener::bind(addr).map_err(|e| Failure::failed(format!("cannot listen on {addr}: {e}")))?;
-    l.local_addr().map_err(|e| Failure::failed(e.to_string()))
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
@@ -134,37 +126,30 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
         }
     }
     let host = Arc::new(host);
-    let bind = bind.map(free_port).transpose()?;
     let socket = data.root().join("host.sock");
+    // Bind first: what is announced below is already reachable.
+    let bound = plugboard_web::bind(ServeOptions { socket, bind, token })
+        .await
+        .map_err(Failure::failed)?;
     println!(
         "plugboard host: {} plugin(s) from {}",
-        host.plugins().len(),
+        host.plugin_count(),
         join(&dirs.plugins)
     );
     println!("  data dir:   {}", data.root().display());
     println!("  config dir: {}", dirs.config.display());
-    println!("  API:        unix:{}", socket.display());
-    if let Some(b) = bind {
+    println!("  API:        unix:{}", bound.socket().display());
+    if let Some(b) = bound.tcp_addr() {
         println!("  dashboard:  http://{b}/");
         println!("  HTTP API:   http://{b}/api/v1/plugins");
     }
     if demo {
-        println!(
-            "try:  plugboard --data-dir {} start text_word_count",
-            data.root().display()
-        );
-        println!(
-            "      plugboard --data-dir {} call text_word_count --input '{{\"text\": \"to be or not to be\"}}'",
-            data.root().display()
-        );
+        let d = data.root().display();
+        println!("try:  plugboard --data-dir {d} start text_word_count");
+        println!("      plugboard --data-dir {d} call text_word_count --input '{{\"text\": \"to be or not to be\"}}'");
     }
     println!("press Ctrl-C to stop; every plugin started by this host is stopped with it");
-    let served = plugboard_web::serve(
-        Arc::clone(&host),
-        ServeOptions { socket, bind, token },
-        shutdown_signal(),
-    )
-    .await;
+    let served = bound.serve(Arc::clone(&host), shutdown_signal()).await;
     let running = host
         .supervisor()
         .statuses()
