@@ -1,7 +1,8 @@
 //! Host benchmarks, each next to a reference measured in the same run:
 //!
-//! * start-to-ready with `ready = "none"` and with the protocol health check,
-//!   next to fork+exec+wait of `/bin/true` and of `python3 -c pass`;
+//! * start-to-ready with `ready = "none"`, and with the protocol health and
+//!   manifest checks for a minimal Rust worker and a Python worker, next to
+//!   fork+exec+wait of `/bin/true` and of `python3 -c pass`;
 //! * stop latency of a ~50-process tree (grace 0.2 s, one process ignores
 //!   SIGTERM), next to SIGKILL+wait of 50 plain children;
 //! * gc over 10,000 ledger rows of a dead host, next to the ledger writes
@@ -66,6 +67,10 @@ fn root() -> PathBuf {
 }
 
 fn main() {
+    if std::env::var_os("PLUGBOARD_BENCH_WORKER").is_some() {
+        let _ = plugboard_worker::run(plugboard_protocol::Typed::new(plugboard_examples::Reverse));
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -99,6 +104,30 @@ fn main() {
     }
     report(
         "start-to-ready, ready = none (/bin/sleep)",
+        &mut s,
+        Some(("/bin/true", true_p50)),
+    );
+
+    // start-to-ready, protocol health + manifest check (minimal Rust worker: this binary).
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let rust = manifest(
+        tmp.path(),
+        "reverse",
+        &format!(
+            "execution_mode = \"subprocess\"\nversion = \"0.1.0\"\nstop_grace_s = 1\n[launch]\ncommand = \"{}\"\nenv = {{ PLUGBOARD_BENCH_WORKER = \"1\" }}\n",
+            exe.display()
+        ),
+    );
+    let mut s = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        rt.block_on(sup.start(Arc::clone(&rust)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.push(t.elapsed());
+        rt.block_on(sup.stop("bench_reverse")).unwrap_or_else(|e| panic!("{e}"));
+    }
+    report(
+        "start-to-ready, protocol (minimal Rust worker)",
         &mut s,
         Some(("/bin/true", true_p50)),
     );

@@ -668,6 +668,7 @@ async fn wait_ready(
     let deadline = Instant::now() + Duration::from_secs_f64(m.ready_timeout_s);
     let attempt = Duration::from_millis(500);
     let mut last_error: Option<String> = None;
+    let mut pause = Duration::from_micros(500);
     let tail = || lock(stderr_tail).iter().cloned().collect::<Vec<_>>();
     loop {
         let ok = match &m.ready {
@@ -725,10 +726,13 @@ async fn wait_ready(
                 stderr_tail: tail(),
             });
         }
+        // Poll quickly at first (a worker is often up within a few ms), then
+        // back off to every 10 ms.
+        pause = (pause * 2).min(Duration::from_millis(10));
         let mut exit_wait = exit_rx.clone();
         let mut ready_wait = ready_rx.clone();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = exit_wait.changed() => {}
             _ = ready_wait.changed() => {}
         }
