@@ -95,6 +95,10 @@ pub fn is_secret(name: &str, s: &Value) -> bool {
 }
 
 fn kind(root: &Value, name: &str, s: &Value, path: &str, depth: usize) -> FieldKind {
+    if depth > 8 {
+        // A schema that nests (or refers to itself) this deep is edited as text.
+        return FieldKind::Text;
+    }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         return FieldKind::Enum(e.clone());
     }
@@ -387,6 +391,17 @@ mod tests {
             Value::Object(c),
             json!({"model": "tiny", "device": "cuda", "stream": false, "stops": ["a", "b"], "api_key": "s3cret", "decoding": {"best_of": 3}})
         );
+    }
+
+    #[test]
+    fn self_referencing_schemas_do_not_recurse_forever() {
+        let s = json!({
+            "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/A"}, "o": {"$ref": "#"}},
+            "$defs": {"A": {"type": "array", "items": {"$ref": "#/$defs/A"}}}
+        });
+        let f = fields(&s);
+        assert_eq!(f.len(), 2);
     }
 
     #[test]
