@@ -611,7 +611,7 @@ fn demo_serves_the_bundled_examples_and_stops_on_sigint() {
     let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     use std::io::Write;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut page = String::new();
     s.read_to_string(&mut page).unwrap();

@@ -234,14 +234,10 @@ impl Host {
                 plugin: unique_id.to_owned(),
             });
         }
-        let st = self.supervisor.start(Arc::clone(&m)).await?;
-        if let Ok(handle) = self.supervisor.handle(unique_id)
-            && let Err(e) = self.apply(&handle, unique_id, &config).await
-        {
-            let _ = self.supervisor.stop(unique_id).await;
-            return Err(e);
-        }
-        Ok(st)
+        // The supervisor applies the config after every (re)start.
+        self.supervisor
+            .start_with_config(Arc::clone(&m), Some(Value::Object(config)))
+            .await
     }
 
     async fn apply(

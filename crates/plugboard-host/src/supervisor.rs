@@ -184,6 +184,8 @@ struct WorkerState {
 
 struct Worker {
     manifest: Arc<Manifest>,
+    /// Config applied after every (re)start of a protocol worker.
+    config: Option<Value>,
     state: Mutex<WorkerState>,
     log: Arc<Mutex<RotatingLog>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -309,7 +311,8 @@ impl Supervisor {
         &self.inner.cfg.data
     }
 
-    /// Runs `f` with the ledger.
+    /// Runs `f` with the ledger (locked: `f` must not call back into the
+    /// supervisor).
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
         f(&mut lock(&self.inner.ledger))
     }
@@ -317,21 +320,36 @@ impl Supervisor {
     /// Starts `manifest`'s worker and waits until it is ready (or fails,
     /// leaving nothing running).
     pub async fn start(&self, manifest: Arc<Manifest>) -> Result<WorkerStatus, HostError> {
+        self.start_with_config(manifest, None).await
+    }
+
+    /// Starts a worker like [`start`](Self::start) and, for protocol workers,
+    /// applies `config` once it is ready, and again after every restart by
+    /// policy; a config the worker refuses fails the start.
+    pub async fn start_with_config(
+        &self,
+        manifest: Arc<Manifest>,
+        config: Option<Value>,
+    ) -> Result<WorkerStatus, HostError> {
         let id = manifest.unique_id();
         let worker = {
             let mut workers = lock(&self.inner.workers);
             if let Some(w) = workers.get(&id) {
-                let st = lock(&w.state).state;
-                if st.is_active() {
+                let mut old = lock(&w.state);
+                if old.state.is_active() {
                     return Err(HostError::AlreadyRunning {
                         plugin: id,
-                        state: st.as_str().into(),
+                        state: old.state.as_str().into(),
                     });
                 }
+                // A restart by policy may be pending on the old worker: this
+                // start supersedes it.
+                old.generation += 1;
             }
             let log_path = self.inner.cfg.data.log_path(&id);
             let w = Arc::new(Worker {
                 manifest: Arc::clone(&manifest),
+                config,
                 state: Mutex::new(WorkerState {
                     state: RunState::Starting,
                     pid: None,
@@ -376,12 +394,14 @@ impl Supervisor {
     /// Stops (if running) and starts again.
     pub async fn restart(&self, manifest: Arc<Manifest>) -> Result<WorkerStatus, HostError> {
         let id = manifest.unique_id();
-        if let Ok(w) = self.worker(&id)
-            && lock(&w.state).state.is_active()
-        {
-            stop_worker(&self.inner, &w, RunState::Stopped).await?;
+        let mut config = None;
+        if let Ok(w) = self.worker(&id) {
+            config = w.config.clone();
+            if lock(&w.state).state.is_active() {
+                stop_worker(&self.inner, &w, RunState::Stopped).await?;
+            }
         }
-        self.start(manifest).await
+        self.start_with_config(manifest, config).await
     }
 
     fn worker(&self, unique_id: &str) -> Result<Arc<Worker>, HostError> {
@@ -560,7 +580,11 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
     let pid = child.id().unwrap_or(0);
     worker_pids().insert(pid);
     let start_time = plugboard_core::process::read_process(pid).map(|p| p.start_time);
-    lock(&inner.ledger).set_process(rid, pid, start_time.unwrap_or(0))?;
+    // From here on the process exists: a ledger failure is logged, never
+    // returned, so the process stays tracked (and its marker finds it).
+    if let Err(e) = lock(&inner.ledger).set_process(rid, pid, start_time.unwrap_or(0)) {
+        tracing::error!(plugin = %id, error = %e, "cannot record the worker's pid");
+    }
 
     let (ready_tx, ready_rx) = watch::channel(false);
     let regex = match &m.ready {
@@ -624,10 +648,13 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
             ));
             let declared = (m.config_schema != default_schema()).then_some(&m.config_schema);
             match handle.verify(&m.name, m.version.as_deref(), declared).await {
-                Ok(()) => {
-                    lock(&worker.state).handle = Some(handle);
-                    Ok(())
-                }
+                Ok(()) => match apply_config(&handle, &id, worker.config.as_ref()).await {
+                    Ok(()) => {
+                        lock(&worker.state).handle = Some(handle);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(source) => Err(HostError::Worker { source }),
             }
         }
@@ -635,7 +662,9 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
     };
     match ready {
         Ok(()) => {
-            lock(&inner.ledger).set_status(rid, "running")?;
+            if let Err(e) = lock(&inner.ledger).set_status(rid, "running") {
+                tracing::error!(plugin = %id, error = %e, "cannot record the worker as running");
+            }
             let mut s = lock(&worker.state);
             if s.generation == generation && s.state == RunState::Starting {
                 s.state = RunState::Running;
@@ -649,7 +678,11 @@ async fn try_spawn(inner: &Arc<Inner>, worker: &Arc<Worker>) -> Result<(), HostE
             let spec = worker.tree_spec();
             let _ = tokio::task::spawn_blocking(move || tree::terminate(&spec, Duration::from_millis(500), true)).await;
             let exit = wait_exit(worker, Duration::from_secs(5)).await;
-            lock(&inner.ledger).end(rid, "failed", exit.and_then(|x| x.code), exit.and_then(|x| x.signal))?;
+            if let Err(le) =
+                lock(&inner.ledger).end(rid, "failed", exit.and_then(|x| x.code), exit.and_then(|x| x.signal))
+            {
+                tracing::error!(plugin = %id, error = %le, "cannot record the failed start");
+            }
             let _ = std::fs::remove_file(&listen);
             Err(e)
         }
@@ -804,38 +837,41 @@ async fn monitor(
         s.last_exit = Some(exit);
     }
     let _ = exit_tx.send(Some(exit));
-    let (state, rid, gen_now) = {
-        let s = lock(&worker.state);
-        (s.state, s.resource_id, s.generation)
-    };
-    if gen_now != generation || !matches!(state, RunState::Running | RunState::Starting) {
-        // Stopped on request, or a failed start: the stopper records it.
-        return;
-    }
-    if state == RunState::Starting {
-        // wait_ready sees the exit and records the failure.
-        return;
-    }
+    let crashed = !exit.success();
+    let new_state = if crashed { RunState::Crashed } else { RunState::Exited };
+    // Claim the transition: only an exit nobody asked for, of the current
+    // generation, of a worker that was running (a failed start is recorded by
+    // the starter, a stop by the stopper).
     let Some(inner) = inner.upgrade() else { return };
-    // Unrequested exit: end what the worker left behind, record the crash.
+    let restarts = {
+        let mut s = lock(&worker.state);
+        if s.generation != generation || s.state != RunState::Running {
+            return;
+        }
+        s.state = new_state;
+        s.stdin = None;
+        s.handle = None;
+        // Recorded under the state lock, so whoever sees the new state also
+        // finds the ledger row ended. Leftover descendants are ended below;
+        // should the host die first, gc finds them by their marker.
+        if let Some(rid) = s.resource_id {
+            let status = if crashed { "crashed" } else { "exited" };
+            if let Err(e) = lock(&inner.ledger).end(rid, status, exit.code, exit.signal) {
+                tracing::error!(error = %e, "cannot record worker exit");
+            }
+        }
+        s.restarts
+    };
+    // End what the worker left behind.
     let spec = worker.tree_spec();
     let grace = worker.grace();
     let _ = tokio::task::spawn_blocking(move || tree::terminate(&spec, grace, true)).await;
-    let crashed = !exit.success();
-    let new_state = if crashed { RunState::Crashed } else { RunState::Exited };
-    if let Some(rid) = rid {
-        let status = if crashed { "crashed" } else { "exited" };
-        if let Err(e) = lock(&inner.ledger).end(rid, status, exit.code, exit.signal) {
-            tracing::error!(error = %e, "cannot record worker exit");
+    {
+        let mut s = lock(&worker.state);
+        if s.generation == generation {
+            s.pid = None;
         }
     }
-    let restarts = {
-        let mut s = lock(&worker.state);
-        s.state = new_state;
-        s.pid = None;
-        s.stdin = None;
-        s.restarts
-    };
     tracing::warn!(plugin = %worker.manifest.unique_id(), %exit, "worker exited");
     let r = &worker.manifest.restart;
     let wanted = match r.policy {
@@ -1024,4 +1060,24 @@ fn new_token() -> String {
 /// The schema a manifest gets when it declares none.
 fn default_schema() -> Value {
     json!({"type": "object", "properties": {}})
+}
+
+/// Applies `config` (when given) to a freshly started worker.
+async fn apply_config(handle: &PluginHandle, id: &str, config: Option<&Value>) -> Result<(), HostError> {
+    let Some(config) = config else { return Ok(()) };
+    let violations = handle
+        .apply_config(config)
+        .await
+        .map_err(|source| HostError::Worker { source })?;
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(HostError::Config {
+            plugin: id.to_owned(),
+            source: plugboard_core::ConfigError::Invalid {
+                unique_id: id.to_owned(),
+                violations,
+            },
+        })
+    }
 }

@@ -386,3 +386,81 @@ async fn remote_workers_over_tcp_require_the_bearer_token() {
     ));
     suite(&h).await;
 }
+
+fn with_restart(dir: &std::path::Path, backoff_ms: u64) -> Arc<Manifest> {
+    let m = rust_worker_manifest(dir);
+    let text = std::fs::read_to_string(&m.path).unwrap();
+    let text = text.replace(
+        "[launch]",
+        &format!("[restart]\npolicy = \"on-failure\"\nmax_restarts = 3\nbackoff_ms = {backoff_ms}\n[launch]"),
+    );
+    std::fs::write(&m.path, text).unwrap();
+    Arc::new(Manifest::load(&m.path).unwrap())
+}
+
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_is_applied_at_start_and_again_after_a_restart_by_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sup = supervisor(&tmp.path().join("d"));
+    let m = with_restart(tmp.path(), 50);
+    // A config the worker refuses fails the start and leaves nothing running.
+    let err = sup
+        .start_with_config(Arc::clone(&m), Some(json!({"step_ms": -1})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HostError::Config { .. }), "{err}");
+    let lid = sup.with_ledger(|l| l.ledger_id().to_owned());
+    assert!(marked_alive(&lid).is_empty());
+    // A valid one is applied: 3 steps take 3 ms instead of 300.
+    sup.start_with_config(Arc::clone(&m), Some(json!({"step_ms": 1})))
+        .await
+        .unwrap();
+    let timed = |h: PluginHandle| async move {
+        let t = std::time::Instant::now();
+        h.execute(json!({"steps": 3})).await.unwrap();
+        t.elapsed()
+    };
+    assert!(timed(sup.handle("demo_slow_job").unwrap()).await < Duration::from_millis(150));
+    let first = sup.status("demo_slow_job").unwrap().pid.unwrap();
+    kill9(first);
+    assert!(
+        wait_until(Duration::from_secs(10), || sup.status("demo_slow_job").is_some_and(
+            |s| s.state == plugboard_host::RunState::Running && s.pid != Some(first)
+        ))
+        .await
+    );
+    assert!(
+        timed(sup.handle("demo_slow_job").unwrap()).await < Duration::from_millis(150),
+        "config lost on restart"
+    );
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_during_restart_backoff_supersedes_the_pending_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sup = supervisor(&tmp.path().join("d"));
+    let m = with_restart(tmp.path(), 600);
+    sup.start(Arc::clone(&m)).await.unwrap();
+    kill9(sup.status("demo_slow_job").unwrap().pid.unwrap());
+    assert!(
+        wait_until(Duration::from_secs(5), || sup.status("demo_slow_job").unwrap().state
+            == plugboard_host::RunState::Crashed)
+        .await
+    );
+    // Started by hand while the policy's restart waits out its backoff.
+    sup.start(Arc::clone(&m)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let lid = sup.with_ledger(|l| l.ledger_id().to_owned());
+    assert_eq!(marked_alive(&lid).len(), 1, "a second, untracked worker was started");
+    sup.stop("demo_slow_job").await.unwrap();
+    assert!(marked_alive(&lid).is_empty());
+}

@@ -180,6 +180,11 @@ pub struct OverTcp;
 
 async fn auth(State(state): State<ApiState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     if req.extensions().get::<OverTcp>().is_some()
+        && let Some(refusal) = tcp_guard(&state, &req)
+    {
+        return refusal.into_response();
+    }
+    if req.extensions().get::<OverTcp>().is_some()
         && let Some(token) = &state.token
     {
         // A browser's first visit: ?token=T sets an HttpOnly cookie.
@@ -204,6 +209,48 @@ async fn auth(State(state): State<ApiState>, req: axum::extract::Request, next: 
         }
     }
     next.run(req).await
+}
+
+/// Checks that hold on TCP whatever the token: without a token, only a
+/// loopback `Host` is served (a page on another site that rebinds its DNS
+/// name to 127.0.0.1 sends its own name and is refused); API requests that
+/// change state must be JSON (a cross-site form cannot send that without a
+/// preflight that is never granted).
+fn tcp_guard(state: &ApiState, req: &axum::extract::Request) -> Option<ApiError> {
+    if state.token.is_none() {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.split(':').next().unwrap_or(""),
+        };
+        if !matches!(name, "localhost" | "127.0.0.1" | "::1") {
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "bad_host",
+                format!("refusing Host {host:?}: without a token this server only answers to localhost"),
+            ));
+        }
+    }
+    let changes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if changes && req.uri().path().starts_with("/api/") {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Some(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "json_required",
+                "API requests that change state must have Content-Type: application/json",
+            ));
+        }
+    }
+    None
 }
 
 /// The bearer token of a request.

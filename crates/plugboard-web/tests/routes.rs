@@ -498,3 +498,40 @@ async fn tcp_requests_need_the_token() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn loopback_tcp_without_a_token_resists_rebinding_and_form_csrf() {
+    let f = fixture();
+    let r = f.router(None, true);
+    let get = |host: &str| {
+        Request::get("/api/v1/plugins")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for host in ["127.0.0.1:8080", "localhost:9", "[::1]:80", "localhost"] {
+        assert_eq!(
+            r.clone().oneshot(get(host)).await.unwrap().status(),
+            StatusCode::OK,
+            "{host}"
+        );
+    }
+    for host in ["evil.example:8080", "127.0.0.1.evil.example", ""] {
+        assert_eq!(
+            r.clone().oneshot(get(host)).await.unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "{host}"
+        );
+    }
+    // A cross-site form cannot drive the API.
+    let form = Request::post("/api/v1/plugins/speech_to_text_whisper/start")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        r.clone().oneshot(form).await.unwrap().status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert!(f.host.status("speech_to_text_whisper").is_none());
+}

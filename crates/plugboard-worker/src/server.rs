@@ -325,16 +325,16 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseB
                 Ok(c) => c,
                 Err(r) => return r,
             };
-            let (id, flag) = register(&state, call.request_id.clone());
+            // Dropped on every path, including the client going away while
+            // this future waits: the call is then cancelled and forgotten.
+            let guard = CallGuard::begin(&state, call.request_id.clone());
             let exec = Arc::clone(&state.executor);
-            state.active.fetch_add(1, Ordering::SeqCst);
-            let ctx_flag = Arc::clone(&flag);
+            let ctx_flag = Arc::clone(&guard.flag);
             let result =
                 tokio::task::spawn_blocking(move || exec.execute(call.input, &CallContext::with(ctx_flag, None)))
                     .await
                     .unwrap_or_else(|e| Err(ExecError::Failed(format!("the plugin panicked: {e}"))));
-            state.active.fetch_sub(1, Ordering::SeqCst);
-            unregister(&state, &id);
+            drop(guard);
             match result {
                 Ok(output) => json(StatusCode::OK, &ExecuteResponse { output }),
                 Err(e) => {
@@ -379,19 +379,43 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseB
     }
 }
 
-fn register(state: &State, id: Option<String>) -> (String, Arc<AtomicBool>) {
-    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let flag = Arc::new(AtomicBool::new(false));
-    state
-        .calls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id.clone(), Arc::clone(&flag));
-    (id, flag)
+/// One call in progress: registered for cancel and counted in health until
+/// dropped, when it is unregistered and its cancel flag set (a finished call
+/// ignores it; an abandoned one stops).
+struct CallGuard {
+    state: Arc<State>,
+    id: String,
+    flag: Arc<AtomicBool>,
 }
 
-fn unregister(state: &State, id: &str) {
-    state.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+impl CallGuard {
+    fn begin(state: &Arc<State>, id: Option<String>) -> CallGuard {
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let flag = Arc::new(AtomicBool::new(false));
+        state
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::clone(&flag));
+        state.active.fetch_add(1, Ordering::SeqCst);
+        CallGuard {
+            state: Arc::clone(state),
+            id,
+            flag,
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.state.active.fetch_sub(1, Ordering::SeqCst);
+        self.state
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 fn line(event: &StreamEvent) -> Bytes {
@@ -402,9 +426,9 @@ fn line(event: &StreamEvent) -> Bytes {
 
 fn stream(state: Arc<State>, call: ExecuteRequest) -> Response<ResponseBody> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let (id, flag) = register(&state, call.request_id.clone());
+    let guard = CallGuard::begin(&state, call.request_id.clone());
+    let flag = Arc::clone(&guard.flag);
     let exec = Arc::clone(&state.executor);
-    state.active.fetch_add(1, Ordering::SeqCst);
     let sink_tx = tx.clone();
     let sink_flag = Arc::clone(&flag);
     let ctx = CallContext::with(
@@ -416,13 +440,11 @@ fn stream(state: Arc<State>, call: ExecuteRequest) -> Response<ResponseBody> {
             }
         })),
     );
-    let state2 = Arc::clone(&state);
     tokio::spawn(async move {
         let result = tokio::task::spawn_blocking(move || exec.execute(call.input, &ctx))
             .await
             .unwrap_or_else(|e| Err(ExecError::Failed(format!("the plugin panicked: {e}"))));
-        state2.active.fetch_sub(1, Ordering::SeqCst);
-        unregister(&state2, &id);
+        drop(guard);
         let last = match result {
             Ok(output) => StreamEvent::Result { output },
             Err(e) => StreamEvent::Error { error: e.to_info() },

@@ -250,6 +250,8 @@ def _handler(state):
             self.wfile.write(data)
 
         def _error(self, status, code, message):
+            # The request body may be unread: close rather than parse it as the next request.
+            self.close_connection = True
             self._send(status, {"error": {"code": code, "message": message}})
 
         def _gate(self):
@@ -275,17 +277,20 @@ def _handler(state):
                 n = int(length) if length is not None else 0
             except ValueError:
                 self._error(400, "bad_request", "Content-Length is not a number")
-                return None
+                return _INVALID
+            if n < 0:
+                self._error(400, "bad_request", "Content-Length is negative")
+                return _INVALID
             if n > MAX_REQUEST_BYTES:
                 self.close_connection = True
                 self._error(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
-                return None
+                return _INVALID
             raw = self.rfile.read(n)
             try:
                 return json.loads(raw.decode("utf-8"))
             except (ValueError, UnicodeDecodeError) as e:
                 self._error(400, "bad_request", f"request body is not valid: {e}")
-                return None
+                return _INVALID
 
         def do_GET(self):
             if not self._gate():
@@ -311,7 +316,7 @@ def _handler(state):
                 self._error(404, "not_found", f"no endpoint {self.path}")
                 return
             body = self._body()
-            if body is None:
+            if body is _INVALID:
                 return
             if self.path == "/v1/config/validate":
                 errors = state.worker.validate_config(body)
@@ -392,6 +397,10 @@ def _handler(state):
 
     return Handler
 
+
+# Returned by the body reader after it has already answered with an error
+# (a JSON null body is a valid body, so None cannot mean that).
+_INVALID = object()
 
 _POST_PATHS = ("/v1/config/validate", "/v1/config/apply", "/v1/execute", "/v1/execute/stream", "/v1/cancel", "/v1/shutdown")
 

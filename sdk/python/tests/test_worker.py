@@ -135,6 +135,20 @@ class SdkTest(unittest.TestCase):
         status, raw = self.request("POST", "/v1/cancel", {"request_id": "none"})
         self.assertFalse(json.loads(raw)["cancelled"])
 
+    def test_null_and_negative_bodies_get_an_answer(self):
+        status, raw = self.request("POST", "/v1/execute", b"null")
+        self.assertEqual(status, 400)
+        status, raw = self.request("POST", "/v1/config/validate", b"null")
+        self.assertEqual(status, 200)
+        self.assertFalse(json.loads(raw)["valid"])
+        conn = UnixConnection(self.sock)
+        conn.putrequest("POST", "/v1/execute")
+        conn.putheader("Authorization", "Bearer secret")
+        conn.putheader("Content-Length", "-1")
+        conn.endheaders()
+        self.assertEqual(conn.getresponse().status, 400)
+        conn.close()
+
     def test_too_large(self):
         conn = UnixConnection(self.sock)
         conn.putrequest("POST", "/v1/execute")
