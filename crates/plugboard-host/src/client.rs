@@ -166,17 +166,45 @@ impl WorkerClient {
         Ok(sender)
     }
 
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
+    /// A ready connection, and whether it was reused from the pool.
+    async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), CallError> {
         loop {
             let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match pooled {
                 Some(mut s) => {
                     if s.ready().await.is_ok() {
-                        return Ok(s);
+                        return Ok((s, true));
                     }
                 }
-                None => return self.connect().await,
+                None => return Ok((self.connect().await?, false)),
             }
+        }
+    }
+
+    /// Sends on a pooled connection; when the worker had closed that idle
+    /// connection and the request provably never went out (or is a GET), it
+    /// is sent once more on a fresh connection.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(SendRequest<Full<Bytes>>, Response<Incoming>), CallError> {
+        let (mut s, reused) = self.sender().await?;
+        let idempotent = method == Method::GET;
+        // Bytes: a second send shares the buffer instead of copying it.
+        let body = body.map(Bytes::from);
+        match s.send_request(self.request(method.clone(), path, body.clone())?).await {
+            Ok(resp) => Ok((s, resp)),
+            Err(e) if reused && (e.is_canceled() || idempotent) => {
+                let mut fresh = self.connect().await?;
+                let resp = fresh
+                    .send_request(self.request(method, path, body)?)
+                    .await
+                    .map_err(|e| self.gone(e))?;
+                Ok((fresh, resp))
+            }
+            Err(e) => Err(self.gone(e)),
         }
     }
 
@@ -187,7 +215,7 @@ impl WorkerClient {
         }
     }
 
-    fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Request<Full<Bytes>>, CallError> {
+    fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Request<Full<Bytes>>, CallError> {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
@@ -199,16 +227,14 @@ impl WorkerClient {
         if body.is_some() {
             b = b.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        b.body(Full::new(Bytes::from(body.unwrap_or_default())))
+        b.body(Full::new(body.unwrap_or_default()))
             .map_err(|e| self.transport(format!("cannot build request: {e}")))
     }
 
     /// Sends a request and returns the response with its body unread; the
     /// connection is not returned to the pool (used for streams).
     pub async fn send_streaming(&self, path: &str, body: Vec<u8>) -> Result<Response<Incoming>, CallError> {
-        let mut s = self.sender().await?;
-        let req = self.request(Method::POST, path, Some(body))?;
-        let resp = s.send_request(req).await.map_err(|e| self.gone(e))?;
+        let (_, resp) = self.exchange(Method::POST, path, Some(body)).await?;
         if resp.status().is_success() {
             Ok(resp)
         } else {
@@ -263,9 +289,7 @@ impl WorkerClient {
         limit: Option<Duration>,
     ) -> Result<T, CallError> {
         let fut = async {
-            let mut s = self.sender().await?;
-            let req = self.request(method, path, body)?;
-            let resp = s.send_request(req).await.map_err(|e| self.gone(e))?;
+            let (s, resp) = self.exchange(method, path, body).await?;
             let status = resp.status().as_u16();
             let bytes = self.read_body(resp).await?;
             self.give_back(s);

@@ -241,28 +241,35 @@ def _handler(state):
         def log_message(self, fmt, *args):
             pass
 
-        def _send(self, status, body, content_type="application/json"):
+        def _send(self, status, body, content_type="application/json", close=False):
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            if close:
+                # Announced, so the client does not reuse the connection.
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, status, code, message):
-            # The request body may be unread: close rather than parse it as the next request.
-            self.close_connection = True
-            self._send(status, {"error": {"code": code, "message": message}})
+        def _error(self, status, code, message, close=False):
+            self._send(status, {"error": {"code": code, "message": message}}, close=close)
+
+        def _refuse(self, status, code, message):
+            # Answered before the request body was read: close the connection
+            # rather than parse the unread body as the next request.
+            self._error(status, code, message, close=True)
 
         def _gate(self):
             if state.token is not None:
                 given = self.headers.get("Authorization", "")
                 if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), state.token.encode()):
-                    self._error(401, "unauthorized", "missing or wrong bearer token")
+                    self._refuse(401, "unauthorized", "missing or wrong bearer token")
                     return False
             theirs = self.headers.get(VERSION_HEADER)
             if theirs is not None and theirs.strip() != str(PROTOCOL_VERSION):
-                self._error(
+                self._refuse(
                     400,
                     "version_mismatch",
                     f"protocol version mismatch: the host speaks protocol {theirs.strip()}, "
@@ -276,14 +283,13 @@ def _handler(state):
             try:
                 n = int(length) if length is not None else 0
             except ValueError:
-                self._error(400, "bad_request", "Content-Length is not a number")
+                self._refuse(400, "bad_request", "Content-Length is not a number")
                 return _INVALID
             if n < 0:
-                self._error(400, "bad_request", "Content-Length is negative")
+                self._refuse(400, "bad_request", "Content-Length is negative")
                 return _INVALID
             if n > MAX_REQUEST_BYTES:
-                self.close_connection = True
-                self._error(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+                self._refuse(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
                 return _INVALID
             raw = self.rfile.read(n)
             try:
@@ -310,10 +316,10 @@ def _handler(state):
             if not self._gate():
                 return
             if self.path in ("/v1/manifest", "/v1/health"):
-                self._error(405, "method_not_allowed", f"{self.path} takes GET, not POST")
+                self._refuse(405, "method_not_allowed", f"{self.path} takes GET, not POST")
                 return
             if self.path not in _POST_PATHS:
-                self._error(404, "not_found", f"no endpoint {self.path}")
+                self._refuse(404, "not_found", f"no endpoint {self.path}")
                 return
             body = self._body()
             if body is _INVALID:
