@@ -177,9 +177,13 @@ pub enum Command {
 /// `serve` options.
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
-    /// Also serve the API on this TCP address (loopback unless --token is given).
+    /// Serve the dashboard and the HTTP API on this address too (a
+    /// non-loopback address needs --token; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7878", conflicts_with = "no_http")]
+    pub bind: SocketAddr,
+    /// Serve only the Unix socket: no dashboard, no HTTP.
     #[arg(long)]
-    pub bind: Option<SocketAddr>,
+    pub no_http: bool,
     /// Token required on the TCP address [env: PLUGBOARD_TOKEN].
     #[arg(long)]
     pub token: Option<String>,

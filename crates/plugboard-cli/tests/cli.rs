@@ -347,7 +347,7 @@ fn serve(e: &Env) -> Host {
         .arg(e.configs())
         .arg("--data-dir")
         .arg(e.data())
-        .arg("serve")
+        .args(["serve", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

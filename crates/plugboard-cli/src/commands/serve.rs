@@ -128,9 +128,15 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
     let host = Arc::new(host);
     let socket = data.root().join("host.sock");
     // Bind first: what is announced below is already reachable.
-    let bound = plugboard_web::bind(ServeOptions { socket, bind, token })
-        .await
-        .map_err(Failure::failed)?;
+    let bound = match plugboard_web::bind(ServeOptions { socket, bind, token }).await {
+        Ok(b) => b,
+        Err(e @ plugboard_web::ServeError::Bind { .. }) if matches!(&e, plugboard_web::ServeError::Bind { address, .. } if bind.is_some_and(|b| b.to_string() == *address)) =>
+        {
+            let hint = "pass --bind with another port (0 picks a free one), or --no-http";
+            return Err(Failure::failed(format!("{}; {hint}", crate::error_chain(&e))));
+        }
+        Err(e) => return Err(Failure::failed(e)),
+    };
     println!(
         "plugboard host: {} plugin(s) from {}",
         host.plugin_count(),
@@ -177,7 +183,8 @@ pub fn serve(dirs: &Dirs, args: ServeArgs) -> CmdResult {
         .or_else(|| std::env::var("PLUGBOARD_TOKEN").ok())
         .filter(|t| !t.is_empty());
     let rt = runtime()?;
-    rt.block_on(run_host(dirs, args.bind, token, false))
+    let bind = (!args.no_http).then_some(args.bind);
+    rt.block_on(run_host(dirs, bind, token, false))
 }
 
 /// `plugboard demo`: the bundled examples, a fresh data and config dir.
