@@ -223,7 +223,7 @@ impl Host {
                 }
                 PluginHandle::in_process(unique_id, Arc::clone(&entry.exec))
             };
-            self.apply(&handle, unique_id, &config).await?;
+            crate::supervisor::apply_config(&handle, unique_id, Some(&Value::Object(config))).await?;
             let mut ip = lock(&self.in_process);
             if let Some(entry) = ip.get_mut(unique_id) {
                 entry.handle = Some(handle);
@@ -238,29 +238,6 @@ impl Host {
         self.supervisor
             .start_with_config(Arc::clone(&m), Some(Value::Object(config)))
             .await
-    }
-
-    async fn apply(
-        &self,
-        handle: &PluginHandle,
-        unique_id: &str,
-        config: &Map<String, Value>,
-    ) -> Result<(), HostError> {
-        let violations = handle
-            .apply_config(&Value::Object(config.clone()))
-            .await
-            .map_err(|source| HostError::Worker { source })?;
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(HostError::Config {
-                plugin: unique_id.to_owned(),
-                source: ConfigError::Invalid {
-                    unique_id: unique_id.to_owned(),
-                    violations,
-                },
-            })
-        }
     }
 
     /// Stops a plugin (whole tree for processes).

@@ -1063,7 +1063,7 @@ fn default_schema() -> Value {
 }
 
 /// Applies `config` (when given) to a freshly started worker.
-async fn apply_config(handle: &PluginHandle, id: &str, config: Option<&Value>) -> Result<(), HostError> {
+pub(crate) async fn apply_config(handle: &PluginHandle, id: &str, config: Option<&Value>) -> Result<(), HostError> {
     let Some(config) = config else { return Ok(()) };
     let violations = handle
         .apply_config(config)
