@@ -105,8 +105,9 @@ pub enum ConfigError {
     },
 }
 
-/// The name of a JSON value's type, for error messages.
-pub(crate) fn json_type_name(v: &serde_json::Value) -> &'static str {
+/// The name of a JSON value's type with its article (`an object`), for
+/// error messages.
+pub fn json_type_name(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

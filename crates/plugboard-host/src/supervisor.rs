@@ -1038,15 +1038,6 @@ impl Lifecycle for SupervisedPlugin {
     }
 }
 
-/// Environment a worker is started with, for documentation and tests.
-pub fn worker_env_names() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
-        (MARKER_ENV, "the worker's ledger marker, inherited by its descendants"),
-        (LISTEN_ENV, "the Unix socket path the worker serves the protocol on"),
-        (PLUGIN_ID_ENV, "the plugin's unique id"),
-    ])
-}
-
 fn new_token() -> String {
     let mut bytes = [0u8; 24];
     if getrandom::fill(&mut bytes).is_err() {

@@ -16,7 +16,7 @@ use plugboard_core::ConfigError;
 use plugboard_host::{CallError, Host, HostError};
 use plugboard_protocol::StreamEvent;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 /// Shared state of the API handlers.
@@ -423,16 +423,4 @@ async fn ps(State(s): State<ApiState>) -> ApiResult {
 
 async fn problems(State(s): State<ApiState>) -> ApiResult {
     ok(s.host.problems())
-}
-
-/// A config object from a JSON value, or a 400.
-pub fn as_config(v: Value) -> Result<Map<String, Value>, ApiError> {
-    match v {
-        Value::Object(m) => Ok(m),
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "a config must be a JSON object",
-        )),
-    }
 }

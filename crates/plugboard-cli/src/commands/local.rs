@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plugboard_core::config_store::check_id;
+use plugboard_core::error::json_type_name;
 use plugboard_core::{ConfigError, ExecutionMode, PluginMetadata, UnifiedPluginRegistry, plugin_stats};
 use plugboard_host::ledger::now_ms;
 use plugboard_host::{DataDir, GcOptions, Ledger, gc as run_gc, registry_for};
@@ -212,19 +213,8 @@ fn as_object(v: Value, from: &str) -> Result<Map<String, Value>, Failure> {
         Value::Object(m) => Ok(m),
         other => Err(Failure::usage(format!(
             "{from} must be a JSON object, got {}",
-            kind(&other)
+            json_type_name(&other)
         ))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
