@@ -540,7 +540,10 @@ fn serve_stops_its_plugins_on_sigterm() {
         let l = plugboard_host::Ledger::open(&e.data().join("ledger.sqlite")).unwrap();
         l.all().unwrap()
     };
-    assert!(rows.iter().all(|r| r.status == "stopped"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.status == plugboard_host::ResourceStatus::Stopped),
+        "{rows:?}"
+    );
     assert!(!e.data().join("host.sock").exists());
 }
 

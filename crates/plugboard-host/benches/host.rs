@@ -16,8 +16,21 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugboard_host::ledger::Intent;
+use plugboard_host::ledger::{Intent, ResourceKind, ResourceStatus};
 use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, Supervisor, SupervisorConfig, gc};
+
+/// gc with the built-in backends, on a runtime of its own.
+fn run_gc(
+    ledger: &mut Ledger,
+    opts: GcOptions,
+    self_host: Option<i64>,
+) -> Result<plugboard_host::GcReport, plugboard_host::HostError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| plugboard_host::HostError::Internal(e.to_string()))?;
+    rt.block_on(gc(ledger, opts, self_host, &plugboard_host::Backends::builtin(None)))
+}
 
 fn pct(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -215,10 +228,9 @@ fn main() {
                 let id = l.intent(
                     host.id,
                     &Intent {
-                        kind: "process",
-                        plugin_id: "bench_x",
                         cost_per_hour: None,
                         details: serde_json::json!({}),
+                        ..Intent::new(ResourceKind::Process, "process", "bench_x")
                     },
                 )?;
                 l.set_process(id, 5_000_000 + i, 1)?;
@@ -226,7 +238,7 @@ fn main() {
             Ok(())
         });
         let t = Instant::now();
-        let rep = gc(&mut ledger, GcOptions::default(), None).unwrap_or_else(|e| panic!("{e}"));
+        let rep = run_gc(&mut ledger, GcOptions::default(), None).unwrap_or_else(|e| panic!("{e}"));
         g.push(t.elapsed());
         assert_eq!(rep.reaped.len(), 10_000);
         // Reference: the same rows updated by one statement.
@@ -238,10 +250,9 @@ fn main() {
                 l.intent(
                     host.id,
                     &Intent {
-                        kind: "process",
-                        plugin_id: "bench_y",
                         cost_per_hour: None,
                         details: serde_json::json!({}),
+                        ..Intent::new(ResourceKind::Process, "process", "bench_y")
                     },
                 )?;
             }
@@ -267,7 +278,7 @@ fn rusqlite_free_update(db: &Path) -> Duration {
     let t = Instant::now();
     let _ = ledger.transaction(|l| {
         for r in &live {
-            l.end(r.id, "reaped", None, None)?;
+            l.end(r.id, ResourceStatus::Reaped, None, None)?;
         }
         Ok(())
     });

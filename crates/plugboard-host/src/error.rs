@@ -16,14 +16,89 @@ pub enum HostError {
         /// The id asked for.
         plugin: String,
     },
-    /// The plugin's mode has no backend in this host yet.
-    #[error("plugin {plugin} uses execution mode {mode}, which this host cannot start yet")]
+    /// The plugin's mode has no backend in this host.
+    #[error("plugin {plugin} uses execution mode {mode}, which this host cannot start: {missing}")]
     UnsupportedMode {
         /// The plugin.
         plugin: String,
         /// Its mode.
         mode: ExecutionMode,
+        /// What is missing.
+        missing: String,
     },
+    /// A launch key has a value the mode's backend cannot use.
+    #[error("plugin {plugin}: launch.{key} in {} {reason}", manifest.display())]
+    BadLaunch {
+        /// The plugin.
+        plugin: String,
+        /// Its manifest.
+        manifest: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A secret the plugin needs is not set.
+    #[error("plugin {plugin} needs the environment variable {name} (its token), which is not set")]
+    MissingSecret {
+        /// The plugin.
+        plugin: String,
+        /// The variable.
+        name: String,
+    },
+    /// The plugin was stopped while it was starting.
+    #[error("plugin {plugin} was stopped while it was starting")]
+    StoppedDuringStart {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The backend did not create the resource in time.
+    #[error(
+        "plugin {plugin}: its resource was not provisioned within {secs} s (provision_timeout_s); what was created was ended"
+    )]
+    ProvisionTimeout {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        secs: f64,
+    },
+    /// The endpoint cannot be used for the protocol.
+    #[error("plugin {plugin}: its endpoint cannot be used")]
+    BadEndpoint {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        #[source]
+        source: crate::endpoint::EndpointError,
+    },
+    /// The plugin's resource stopped answering.
+    #[error("plugin {plugin} is lost (not answering, not known to be gone): {reason}")]
+    Lost {
+        /// The plugin.
+        plugin: String,
+        /// The last probe error.
+        reason: String,
+    },
+    /// Another lifecycle operation on the plugin did not finish in time.
+    #[error("plugin {plugin} is busy: another start or stop did not finish within {secs} s")]
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// The wait.
+        secs: f64,
+    },
+    /// The backend could not confirm the resource gone; the ledger keeps it
+    /// for gc to retry.
+    #[error("plugin {plugin}: stop not confirmed: {reason}; the ledger keeps the resource and gc retries")]
+    StopUnconfirmed {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// A bug: a state plugboard should never reach.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The manifest lacks a launch field the mode needs.
     #[error("plugin {plugin} ({mode}) needs launch.{field} in {}", manifest.display())]
     MissingLaunch {

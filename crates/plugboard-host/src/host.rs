@@ -33,6 +33,8 @@ pub struct HostConfig {
     pub data: DataDir,
     /// `${NAME}` values for launch tables.
     pub launch_vars: BTreeMap<String, String>,
+    /// Reap every orphan this process adopts (a process that is only a host).
+    pub reap_all_orphans: bool,
 }
 
 /// A plugin as listed: the seed's metadata plus its id, manifest path and state.
@@ -99,6 +101,7 @@ impl Host {
         let (registry, catalog) = registry_for(&cfg.plugin_dirs, cfg.config_dir.clone());
         let mut scfg = SupervisorConfig::new(cfg.data.clone());
         scfg.launch_vars = cfg.launch_vars.clone();
+        scfg.reap_all_orphans = cfg.reap_all_orphans;
         let supervisor = Supervisor::new(scfg)?;
         let manifests: Vec<Arc<Manifest>> = catalog.manifests.iter().cloned().map(Arc::new).collect();
         let by_id = manifests.iter().enumerate().map(|(i, m)| (m.unique_id(), i)).collect();
@@ -176,7 +179,7 @@ impl Host {
     fn info(&self, m: &Manifest, registry: &UnifiedPluginRegistry) -> PluginInfo {
         let unique_id = m.unique_id();
         let mut metadata = registry.get_plugin(&unique_id).cloned().unwrap_or_else(|| m.metadata());
-        metadata.spawned_pids = self.supervisor.tree_pids(&unique_id);
+        self.supervisor.fill_metadata(&mut metadata);
         let state = self.status(&unique_id).map(|s| s.state);
         PluginInfo {
             unique_id,
@@ -261,13 +264,24 @@ impl Host {
         self.supervisor.stop(unique_id).await
     }
 
-    /// Stops (if running) and starts a plugin.
+    /// Stops (if running) and starts a plugin, as one operation: concurrent
+    /// restarts leave exactly one worker.
     pub async fn restart(&self, unique_id: &str) -> Result<WorkerStatus, HostError> {
-        match self.stop(unique_id).await {
-            Ok(_) | Err(HostError::NotRunning { .. }) => {}
-            Err(e) => return Err(e),
+        let m = self.manifest(unique_id)?;
+        if m.execution_mode == ExecutionMode::InProcess {
+            match self.stop(unique_id).await {
+                Ok(_) | Err(HostError::NotRunning { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            return self.start(unique_id).await;
         }
-        self.start(unique_id).await
+        let config = self.load_config(unique_id).map_err(|e| HostError::Config {
+            plugin: unique_id.to_owned(),
+            source: e,
+        })?;
+        self.supervisor
+            .restart_with_config(m, Some(Value::Object(config)))
+            .await
     }
 
     /// The plugin's run status, if this host ever started it.
@@ -280,6 +294,9 @@ impl Host {
                 } else {
                     RunState::Stopped
                 },
+                backend: Some("in_process".into()),
+                resource: None,
+                endpoint: None,
                 pid: None,
                 pid_start_time: None,
                 resource_id: None,
@@ -288,8 +305,11 @@ impl Host {
                 started_at_ms: entry.started_at_ms,
                 ready_at_ms: entry.started_at_ms,
                 restarts: 0,
+                restart_pending: false,
                 last_exit: None,
                 error: None,
+                note: None,
+                stderr_tail: Vec::new(),
             });
         }
         self.supervisor.status(unique_id)

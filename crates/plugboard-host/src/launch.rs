@@ -113,6 +113,7 @@ pub fn resolve(
         return Err(HostError::UnsupportedMode {
             plugin,
             mode: manifest.execution_mode,
+            missing: "the process backend runs subprocess and conda_env plugins only".into(),
         });
     }
     let l = &manifest.launch;
@@ -168,6 +169,10 @@ pub fn resolve(
                 cwd,
             })
         }
-        other => Err(HostError::UnsupportedMode { plugin, mode: other }),
+        other => Err(HostError::UnsupportedMode {
+            plugin,
+            mode: other,
+            missing: "the process backend runs subprocess and conda_env plugins only".into(),
+        }),
     }
 }

@@ -131,6 +131,8 @@ struct RawManifest {
     ready: Ready,
     ready_timeout_s: Option<f64>,
     stop_grace_s: Option<f64>,
+    provision_timeout_s: Option<f64>,
+    probe_interval_s: Option<f64>,
     config_schema: Option<toml::Table>,
     config_schema_file: Option<PathBuf>,
     #[serde(default)]
@@ -166,6 +168,11 @@ pub struct Manifest {
     pub ready_timeout_s: f64,
     /// Seconds between SIGTERM and SIGKILL on stop (default 5).
     pub stop_grace_s: f64,
+    /// Seconds a backend may take to provision the resource (default 900).
+    pub provision_timeout_s: f64,
+    /// Seconds between probes of a running plugin whose backend has no exit
+    /// event (external services; default 5).
+    pub probe_interval_s: f64,
     /// The config JSON Schema.
     pub config_schema: Value,
     /// Resource needs.
@@ -268,6 +275,15 @@ impl Manifest {
             ready: raw.ready,
             ready_timeout_s: positive("ready_timeout_s", raw.ready_timeout_s, 30.0)?,
             stop_grace_s: positive("stop_grace_s", raw.stop_grace_s, 5.0)?,
+            provision_timeout_s: positive("provision_timeout_s", raw.provision_timeout_s, 900.0)?,
+            probe_interval_s: match raw.probe_interval_s {
+                Some(x) if !(0.01..=3600.0).contains(&x) => {
+                    return Err(err(format!(
+                        "probe_interval_s must be between 0.01 and 3600 seconds, got {x}"
+                    )));
+                }
+                x => x.unwrap_or(5.0),
+            },
             config_schema,
             resources: raw.resources,
             restart: raw.restart,

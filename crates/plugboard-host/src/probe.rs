@@ -100,15 +100,70 @@ pub async fn http_get_unix(socket: &Path, path: &str, token: Option<&str>, limit
     })
 }
 
-/// GET an `http://` URL; returns the status code.
+/// GET `path` at a worker's endpoint (Unix socket, TCP, or an `http://`
+/// URL), sending `token` as bearer; returns the status code.
+pub async fn http_get_endpoint(
+    endpoint: &crate::endpoint::Endpoint,
+    path: &str,
+    token: Option<&str>,
+    limit: Duration,
+) -> Result<u16, ProbeError> {
+    use crate::endpoint::Endpoint;
+    match endpoint {
+        Endpoint::Unix(p) => http_get_unix(p, path, token, limit).await,
+        Endpoint::Tcp(addr) => http_get_tcp(addr, addr, path, token, limit).await,
+        Endpoint::Url(u) => {
+            let uri: Uri = u.parse().map_err(|_| ProbeError::BadUrl {
+                url: u.clone(),
+                reason: "it does not parse as a URL".into(),
+            })?;
+            if uri.scheme_str() == Some("https") {
+                return https_get(u, path, token, limit).await;
+            }
+            let auth = uri.authority().ok_or_else(|| ProbeError::BadUrl {
+                url: u.clone(),
+                reason: "it has no host".into(),
+            })?;
+            let addr = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+            http_get_tcp(&addr, auth.as_str(), path, token, limit).await
+        }
+    }
+}
+
+async fn http_get_tcp(
+    addr: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    limit: Duration,
+) -> Result<u16, ProbeError> {
+    let target = format!("tcp://{addr}");
+    let attempt = async {
+        let io = TcpStream::connect(addr).await.map_err(|source| ProbeError::Connect {
+            target: target.clone(),
+            source,
+        })?;
+        get_over(io, &target, host, path, token).await
+    };
+    tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
+        Err(ProbeError::Timeout {
+            target: target.clone(),
+            ms: limit.as_millis(),
+        })
+    })
+}
+
+/// GET an `http://` or `https://` URL; returns the status code.
 pub async fn http_get_url(url: &str, limit: Duration) -> Result<u16, ProbeError> {
     let bad = |reason: &str| ProbeError::BadUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
     let uri: Uri = url.parse().map_err(|_| bad("it does not parse as a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad("only http:// URLs are probed"));
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return https_get(url, "", None, limit).await,
+        _ => return Err(bad("only http:// and https:// URLs are probed")),
     }
     let authority = uri.authority().ok_or_else(|| bad("it has no host"))?.clone();
     let port = authority.port_u16().unwrap_or(80);
@@ -141,5 +196,37 @@ pub async fn tcp(addr: &str, limit: Duration) -> Result<(), ProbeError> {
             target: addr.to_owned(),
             ms: limit.as_millis(),
         }),
+    }
+}
+
+/// GET over TLS (`url` + `path`); the system's and webpki's roots are
+/// trusted, plus the PEM bundle named by `SSL_CERT_FILE` when set.
+async fn https_get(url: &str, path: &str, token: Option<&str>, limit: Duration) -> Result<u16, ProbeError> {
+    let full = format!("{}{}", url.trim_end_matches('/'), path);
+    let http = |reason: String| ProbeError::Http {
+        target: full.clone(),
+        reason,
+    };
+    let client = crate::tls::client().map_err(|e| http(e.to_string()))?;
+    let mut req = client.get(&full).timeout(limit);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(resp) => Ok(resp.status().as_u16()),
+        Err(e) if e.is_timeout() => Err(ProbeError::Timeout {
+            target: full.clone(),
+            ms: limit.as_millis(),
+        }),
+        Err(e) => {
+            let mut reason = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason.push_str(": ");
+                reason.push_str(&s.to_string());
+                src = s.source();
+            }
+            Err(http(reason))
+        }
     }
 }

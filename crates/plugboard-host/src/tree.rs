@@ -114,14 +114,22 @@ fn signal_all(pids: &[u32], sig: Signal) {
 /// Ends a tree: SIGTERM to all of it, up to `grace` for it to exit, then
 /// SIGKILL to whatever is left, re-collecting each round. Blocking; returns
 /// when nothing of the tree is alive (or after a bounded number of SIGKILL
-/// rounds). With `reap`, dead processes of the tree that are this process's
-/// children are waited for (see [`reap_zombies`]); a caller whose own code
-/// may hold `Child` handles to them passes `false`.
-pub fn terminate(spec: &TreeSpec, grace: Duration, reap: bool) -> TreeOutcome {
-    let reap_zombies = |set: &BTreeSet<u32>| {
-        if reap {
-            reap_zombies(set);
-        }
+/// rounds). Dead children of this process are left to the host's zombie
+/// reaper ([`crate::zombies`]).
+pub fn terminate(spec: &TreeSpec, grace: Duration) -> TreeOutcome {
+    terminate_with(spec, grace, Vec::new)
+}
+
+/// [`terminate`], with `extra()` adding pids to every round's collection
+/// (the members of the tree's cgroup).
+pub fn terminate_with(spec: &TreeSpec, grace: Duration, extra: impl Fn() -> Vec<u32>) -> TreeOutcome {
+    let me = std::process::id();
+    let collect_all = || {
+        let mut live = collect(spec);
+        live.extend(extra().into_iter().filter(|p| *p != me));
+        live.sort_unstable();
+        live.dedup();
+        live
     };
     let mut out = TreeOutcome::default();
     let mut signalled: BTreeSet<u32> = BTreeSet::new();
@@ -129,9 +137,8 @@ pub fn terminate(spec: &TreeSpec, grace: Duration, reap: bool) -> TreeOutcome {
     let poll = Duration::from_millis(5);
     // SIGTERM phase: signal newcomers each round until empty or grace ends.
     loop {
-        let live = collect(spec);
+        let live = collect_all();
         if live.is_empty() {
-            reap_zombies(&signalled);
             out.signalled = signalled.into_iter().collect();
             return out;
         }
@@ -141,13 +148,12 @@ pub fn terminate(spec: &TreeSpec, grace: Duration, reap: bool) -> TreeOutcome {
         if start.elapsed() >= grace {
             break;
         }
-        reap_zombies(&signalled);
         std::thread::sleep(poll.min(grace.saturating_sub(start.elapsed())));
     }
     // SIGKILL phase.
     let mut killed: BTreeSet<u32> = BTreeSet::new();
     for _ in 0..200 {
-        let live = collect(spec);
+        let live = collect_all();
         if live.is_empty() {
             break;
         }
@@ -155,35 +161,11 @@ pub fn terminate(spec: &TreeSpec, grace: Duration, reap: bool) -> TreeOutcome {
         killed.extend(live.iter().copied());
         signalled.extend(live);
         std::thread::sleep(Duration::from_millis(2));
-        reap_zombies(&signalled);
     }
-    out.survivors = collect(spec);
+    out.survivors = collect_all();
     out.killed = killed.into_iter().collect();
     out.signalled = signalled.into_iter().collect();
     out
-}
-
-/// Reaps those of `pids` that are zombie children of this process, except
-/// workers' own pids (their `Child` handle waits for them). As a subreaper
-/// the host inherits its workers' orphans; once they die someone must
-/// collect them. Only pids of trees it ended are touched, so children the
-/// embedding application spawned itself are left to their owners.
-pub fn reap_zombies(pids: &BTreeSet<u32>) -> usize {
-    use nix::sys::wait::{WaitPidFlag, waitpid};
-    let me = std::process::id();
-    let mut n = 0;
-    for &pid in pids {
-        let Some(p) = process::read_process(pid) else { continue };
-        if p.ppid == me
-            && !p.is_live()
-            && !crate::supervisor::is_worker_pid(pid)
-            && let Ok(raw) = i32::try_from(pid)
-            && waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)).is_ok()
-        {
-            n += 1;
-        }
-    }
-    n
 }
 
 /// Makes this process a child subreaper: orphaned descendants of its

@@ -45,7 +45,7 @@ async fn suite(h: &PluginHandle) {
     let m = h.manifest().await.unwrap();
     assert_eq!((m.protocol_version, m.name.as_str()), (1, "slow_job"), "{who}");
     assert!(m.capabilities.streaming && m.capabilities.cancel, "{who}");
-    assert_eq!(h.health().await.unwrap().status, "ok");
+    assert_eq!(h.health().await.unwrap().status.as_str(), "ok");
 
     // Plain execute.
     assert_eq!(
@@ -186,7 +186,7 @@ async fn protocol_refusals(sup: &Supervisor, id: &str) {
     );
     assert_eq!(status, 401);
     let good = sup.handle(id).unwrap();
-    assert_eq!(good.health().await.unwrap().status, "ok");
+    assert_eq!(good.health().await.unwrap().status.as_str(), "ok");
 }
 
 async fn raw_refusals(sock: &std::path::Path, token: &str) {

@@ -10,8 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use plugboard_host::ledger::{Intent, MARKER_ENV};
+use plugboard_host::ledger::{Intent, MARKER_ENV, ResourceKind};
 use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, gc};
+
+/// gc with the built-in backends, on a runtime of its own.
+fn run_gc(
+    ledger: &mut Ledger,
+    opts: GcOptions,
+    self_host: Option<i64>,
+) -> Result<plugboard_host::GcReport, plugboard_host::HostError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| plugboard_host::HostError::Internal(e.to_string()))?;
+    rt.block_on(gc(ledger, opts, self_host, &plugboard_host::Backends::builtin(None)))
+}
 
 const CHILD_ENV: &str = "PLUGBOARD_TEST_HOST_CHILD";
 
@@ -79,7 +92,7 @@ fn a_host_killed_with_sigkill_leaves_no_marked_process_after_gc() {
 
     // The next host's gc finds the rest by ledger row and marker.
     let mut ledger = Ledger::open(&DataDir::new(&data).ledger_path()).unwrap();
-    let dry = gc(
+    let dry = run_gc(
         &mut ledger,
         GcOptions {
             dry_run: true,
@@ -90,7 +103,7 @@ fn a_host_killed_with_sigkill_leaves_no_marked_process_after_gc() {
     .unwrap();
     assert!(dry.dry_run && !dry.reaped.is_empty());
     assert!(!marked_alive(&ledger_id).is_empty(), "a dry run must not kill");
-    let report = gc(
+    let report = run_gc(
         &mut ledger,
         GcOptions {
             grace: Duration::from_millis(200),
@@ -106,10 +119,15 @@ fn a_host_killed_with_sigkill_leaves_no_marked_process_after_gc() {
     assert_eq!(marked_alive(&ledger_id).len(), 0);
     assert!(pids.iter().all(|(_, p)| !alive(*p)));
     let row = &ledger.all().unwrap()[0];
-    assert_eq!(row.status, "reaped");
+    assert_eq!(row.status.as_str(), "reaped");
     assert!(ledger.live().unwrap().is_empty());
     // A second gc has nothing to do.
-    assert!(gc(&mut ledger, GcOptions::default(), None).unwrap().reaped.is_empty());
+    assert!(
+        run_gc(&mut ledger, GcOptions::default(), None)
+            .unwrap()
+            .reaped
+            .is_empty()
+    );
 }
 
 #[test]
@@ -125,20 +143,19 @@ fn a_reused_pid_is_never_killed() {
         .intent(
             dead_host.id,
             &Intent {
-                kind: "process",
-                plugin_id: "x_y",
                 cost_per_hour: None,
                 details: Default::default(),
+                ..Intent::new(ResourceKind::Process, "process", "x_y")
             },
         )
         .unwrap();
     ledger.set_process(id, pid, real_start - 1).unwrap();
-    let report = gc(&mut ledger, GcOptions::default(), None).unwrap();
+    let report = run_gc(&mut ledger, GcOptions::default(), None).unwrap();
     assert_eq!(report.reaped.len(), 1);
     assert_eq!(report.reaped[0].pid_reused, Some(pid));
     assert!(report.reaped[0].pids.is_empty());
     assert!(alive(pid), "the bystander with a reused pid was killed");
-    assert_eq!(ledger.get(id).unwrap().unwrap().status, "reaped");
+    assert_eq!(ledger.get(id).unwrap().unwrap().status.as_str(), "reaped");
     bystander.kill().unwrap();
     bystander.wait().unwrap();
 }
@@ -154,10 +171,9 @@ fn a_process_spawned_before_its_row_was_completed_is_found_by_marker() {
         .intent(
             dead_host.id,
             &Intent {
-                kind: "process",
-                plugin_id: "x_y",
                 cost_per_hour: None,
                 details: Default::default(),
+                ..Intent::new(ResourceKind::Process, "process", "x_y")
             },
         )
         .unwrap();
@@ -184,9 +200,9 @@ fn a_process_spawned_before_its_row_was_completed_is_found_by_marker() {
     .len()
         == 4));
     let row = ledger.get(id).unwrap().unwrap();
-    assert_eq!((row.status.as_str(), row.pid), ("starting", None));
+    assert_eq!((row.status.as_str(), row.pid()), ("starting", None));
 
-    let report = gc(
+    let report = run_gc(
         &mut ledger,
         GcOptions {
             grace: Duration::from_millis(300),
@@ -215,10 +231,9 @@ fn gc_keeps_resources_of_live_hosts_unless_all() {
         .intent(
             me.id,
             &Intent {
-                kind: "process",
-                plugin_id: "x_y",
                 cost_per_hour: Some(2.0),
                 details: Default::default(),
+                ..Intent::new(ResourceKind::Process, "process", "x_y")
             },
         )
         .unwrap();
@@ -229,10 +244,10 @@ fn gc_keeps_resources_of_live_hosts_unless_all() {
         .unwrap();
     let st = plugboard_core::process::read_process(child.id()).unwrap().start_time;
     ledger.set_process(id, child.id(), st).unwrap();
-    let report = gc(&mut ledger, GcOptions::default(), None).unwrap();
+    let report = run_gc(&mut ledger, GcOptions::default(), None).unwrap();
     assert_eq!((report.kept, report.reaped.len()), (1, 0));
     assert!(alive(child.id()));
-    let report = gc(
+    let report = run_gc(
         &mut ledger,
         GcOptions {
             all: true,
@@ -245,7 +260,7 @@ fn gc_keeps_resources_of_live_hosts_unless_all() {
     assert_eq!(report.reaped[0].reason, "gc --all");
     child.wait().unwrap();
     let row = ledger.get(id).unwrap().unwrap();
-    assert_eq!(row.status, "reaped");
+    assert_eq!(row.status.as_str(), "reaped");
     assert!(row.accrued_usd(row.ended_at.unwrap()) >= 0.0);
 }
 
@@ -260,10 +275,9 @@ fn the_ledger_survives_reopening_and_refuses_newer_schemas() {
             .intent(
                 h.id,
                 &Intent {
-                    kind: "process",
-                    plugin_id: "a_b",
                     cost_per_hour: Some(1.5),
                     details: serde_json::json!({"log": "x"}),
+                    ..Intent::new(ResourceKind::Process, "process", "a_b")
                 },
             )
             .unwrap();

@@ -69,7 +69,7 @@ async fn stop_ends_the_whole_tree_including_setsid_daemons_and_sigterm_ignorers(
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_millis(1500), "stop took {took:?}");
     let row = sup.with_ledger(|l| l.get(st.resource_id.unwrap()).unwrap().unwrap());
-    assert_eq!(row.status, "stopped");
+    assert_eq!(row.status.as_str(), "stopped");
     assert!(row.ended_at.is_some());
     assert!(sup.tree_pids("test_tree").is_empty());
     assert!(marked_alive(sup.with_ledger(|l| l.ledger_id().to_owned()).as_str()).is_empty());
@@ -100,7 +100,16 @@ async fn readiness_by_protocol_health_and_environment() {
             .unwrap(),
         401
     );
-    assert_eq!(sup.handle("test_health").unwrap().health().await.unwrap().status, "ok");
+    assert_eq!(
+        sup.handle("test_health")
+            .unwrap()
+            .health()
+            .await
+            .unwrap()
+            .status
+            .as_str(),
+        "ok"
+    );
     assert_eq!(
         plugboard_host::probe::http_get_unix(&listen, "/v1/health", Some("nope"), Duration::from_secs(2))
             .await
@@ -119,9 +128,15 @@ async fn readiness_by_protocol_health_and_environment() {
     assert!(text.contains("out| argv a b"), "{text}");
     assert!(text.contains("err| health worker starting"), "{text}");
     let row = sup.with_ledger(|l| l.get(st.resource_id.unwrap()).unwrap().unwrap());
-    assert_eq!(row.status, "running");
-    assert_eq!(row.pid, st.pid);
-    assert_eq!(row.pid_start_time, st.pid_start_time);
+    assert_eq!(row.status.as_str(), "running");
+    assert_eq!(row.pid(), st.pid);
+    assert_eq!(
+        row.handle.as_ref().and_then(|h| match h {
+            plugboard_host::ResourceHandle::Process { start_time, .. } => Some(*start_time),
+            _ => None,
+        }),
+        st.pid_start_time
+    );
     sup.stop("test_health").await.unwrap();
     assert!(!listen.exists());
     let tail = plugboard_host::logs::tail(&log, 2).unwrap();
@@ -221,7 +236,7 @@ async fn a_worker_that_never_gets_ready_is_stopped_with_its_children() {
         .unwrap();
     assert!(!alive(child), "the worker's child survived a failed start");
     let row = sup.with_ledger(|l| l.for_plugin("test_slow", 1).unwrap().remove(0));
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status.as_str(), "failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,9 +310,9 @@ async fn restart_policy_restarts_with_backoff_until_it_runs() {
     let rows = sup.with_ledger(|l| l.for_plugin("test_flaky", 10).unwrap());
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2].id, first.resource_id.unwrap());
-    assert_eq!(rows[2].status, "crashed");
-    assert_eq!(rows[1].status, "crashed");
-    assert_eq!(rows[0].status, "running");
+    assert_eq!(rows[2].status.as_str(), "crashed");
+    assert_eq!(rows[1].status.as_str(), "crashed");
+    assert_eq!(rows[0].status.as_str(), "running");
     assert!(matches!(sup.start(m).await, Err(HostError::AlreadyRunning { .. })));
     sup.stop("test_flaky").await.unwrap();
 }
@@ -398,5 +413,5 @@ async fn modes_without_a_backend_and_missing_launch_fields_are_clear_errors() {
     let err = sup.start(missing).await.unwrap_err();
     assert!(matches!(err, HostError::Spawn { .. }), "{err}");
     let row = sup.with_ledger(|l| l.for_plugin("test_missing", 1).unwrap().remove(0));
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status.as_str(), "failed");
 }

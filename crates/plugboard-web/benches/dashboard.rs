@@ -99,6 +99,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     }
     let host = Host::open(HostConfig {
+        reap_all_orphans: false,
         plugin_dirs: vec![tmp.path().join("plugins")],
         config_dir: tmp.path().join("configs"),
         data: DataDir::new(tmp.path().join("data")),

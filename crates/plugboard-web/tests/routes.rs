@@ -70,6 +70,7 @@ type = "string"
         "name = \"llama\"\ncategory = \"speech_to_text\"\ntitle = \"Llama on GPU\"\nexecution_mode = \"cloud_gpu\"\n[resources]\ngpu_count = 2\ngpu_type = \"A100\"\nestimated_cost_per_hour = 3.5\n",
     );
     let host = Host::open(HostConfig {
+        reap_all_orphans: false,
         plugin_dirs: vec![dir.path().join("plugins")],
         config_dir: dir.path().join("configs"),
         data: DataDir::new(dir.path().join("data")),

@@ -9,7 +9,7 @@ use plugboard_core::config_store::check_id;
 use plugboard_core::error::json_type_name;
 use plugboard_core::{ConfigError, ExecutionMode, PluginMetadata, UnifiedPluginRegistry, plugin_stats};
 use plugboard_host::ledger::now_ms;
-use plugboard_host::{DataDir, GcOptions, Ledger, gc as run_gc, registry_for};
+use plugboard_host::{Backends, DataDir, GcOptions, Ledger, gc as run_gc, registry_for};
 use serde_json::{Map, Value, json};
 
 use crate::output::{self, human_duration, table};
@@ -397,12 +397,10 @@ pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
         .map(|r| {
             vec![
                 r.plugin_id.clone(),
-                r.kind.clone(),
-                r.pid
-                    .map(|p| p.to_string())
-                    .or_else(|| r.handle.clone())
-                    .unwrap_or_else(|| "-".into()),
-                output::state(&r.status),
+                r.backend.clone(),
+                r.handle.as_ref().map_or_else(|| "-".into(), |h| h.short()),
+                r.endpoint.clone().unwrap_or_else(|| "-".into()),
+                output::state(r.status.as_str()),
                 utc(r.created_at),
                 human_duration(now - r.created_at),
                 r.cost_per_hour.map_or("-".into(), |c| format!("{c:.2}")),
@@ -413,8 +411,9 @@ pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
     table(
         &[
             "PLUGIN",
-            "KIND",
-            "PID/HANDLE",
+            "BACKEND",
+            "RESOURCE",
+            "ENDPOINT",
             "STATUS",
             "STARTED (UTC)",
             "UPTIME",
@@ -430,16 +429,19 @@ pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
 pub fn gc(dirs: &Dirs, all: bool, dry_run: bool, as_json: bool) -> CmdResult {
     let mut l = ledger(dirs)?;
     let spin = if as_json { None } else { output::spinner("reaping") };
-    let report = run_gc(
-        &mut l,
-        GcOptions {
-            all,
-            dry_run,
-            grace: Duration::from_secs(2),
-        },
-        None,
-    )
-    .map_err(Failure::failed)?;
+    let rt = super::runtime()?;
+    let report = rt
+        .block_on(run_gc(
+            &mut l,
+            GcOptions {
+                all,
+                dry_run,
+                grace: Duration::from_secs(2),
+            },
+            None,
+            &Backends::builtin(None),
+        ))
+        .map_err(Failure::failed)?;
     if let Some(s) = spin {
         s.finish_and_clear();
     }
@@ -458,16 +460,38 @@ pub fn gc(dirs: &Dirs, all: bool, dry_run: bool, as_json: bool) -> CmdResult {
             .reaped
             .iter()
             .map(|r| {
+                let what = if r.pids.is_empty() {
+                    r.found.clone().unwrap_or_else(|| "-".into())
+                } else {
+                    r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                };
+                let outcome = match (&r.error, r.confirmed, dry_run) {
+                    (Some(e), _, _) => format!("NOT CONFIRMED: {e}"),
+                    (None, _, true) => "planned".into(),
+                    (None, true, false) => "gone".into(),
+                    (None, false, false) => "-".into(),
+                };
                 vec![
                     r.plugin_id.clone().unwrap_or_else(|| "-".into()),
                     r.resource_id.map_or("-".into(), |i| i.to_string()),
-                    r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+                    r.backend.clone(),
+                    what,
                     r.reason.clone(),
+                    outcome,
                 ]
             })
             .collect();
-        table(&["PLUGIN", "RESOURCE", "PIDS", "REASON"], &rows);
+        table(
+            &["PLUGIN", "RESOURCE", "BACKEND", "PIDS/FOUND", "REASON", "OUTCOME"],
+            &rows,
+        );
         println!("{verb} {} resource(s); {} kept", report.reaped.len(), report.kept);
+        if report.unconfirmed > 0 {
+            println!(
+                "{} resource(s) could not be confirmed gone; they stay in the ledger and the next gc tries again",
+                report.unconfirmed
+            );
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
 use plugboard_core::ExecutionMode;
-use plugboard_host::{DataDir, GcOptions, Host, HostConfig, Ledger, gc};
+use plugboard_host::{Backends, DataDir, GcOptions, Host, HostConfig, Ledger, gc};
 use plugboard_web::ServeOptions;
 
 use super::runtime;
@@ -90,7 +90,9 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
                 ..Default::default()
             },
             None,
+            &Backends::builtin(None),
         )
+        .await
         .map_err(Failure::failed)?;
         if !report.reaped.is_empty() {
             eprintln!("reaped {} resource(s) left by hosts that are gone", report.reaped.len());
@@ -99,6 +101,8 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
     let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find this executable: {e}")))?;
     let launch_vars = BTreeMap::from([("PLUGBOARD_EXE".to_owned(), exe.display().to_string())]);
     let host = Host::open(HostConfig {
+        // This process is only a host: every orphan it adopts is its to reap.
+        reap_all_orphans: true,
         plugin_dirs: dirs.plugins.clone(),
         config_dir: dirs.config.clone(),
         data: data.clone(),

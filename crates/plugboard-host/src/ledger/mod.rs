@@ -1,25 +1,29 @@
-//! The resource ledger: every process, container or instance plugboard
-//! creates, written down before it is created.
+//! The resource ledger: every process, container, instance or service
+//! plugboard uses, written down before it is created.
 //!
 //! SQLite in WAL mode in the data dir (the embedded default). A row is
 //! written as an *intent* (status `starting`) before the resource exists, and
-//! the resource carries a marker of that row (`PLUGBOARD_RESOURCE_ID` =
-//! `{ledger id}:{row id}` for processes), so a crash between creation and
-//! the row's completion still leaves the resource findable. Processes are
-//! identified by pid *and* start time, and hosts by pid, start time and boot
-//! id, so a reused pid is never taken for a recorded one.
+//! the resource carries a marker of that row (`{ledger id}:{row id}`: an env
+//! var for processes, a label for containers, a tag for instances), so a
+//! crash between creation and the row's completion still leaves the resource
+//! findable. The handle that identifies a resource is typed per kind
+//! ([`ResourceHandle`]): processes by pid *and* start time, hosts by pid,
+//! start time and boot id, so a reused pid is never taken for a recorded one.
+
+mod migrate;
+mod record;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use migrate::SCHEMA_VERSION;
+pub use record::{HostRecord, Intent, PriceSource, ResourceHandle, ResourceKind, ResourceRecord, ResourceStatus};
 
 /// The environment variable that marks a spawned process with its ledger row.
 pub const MARKER_ENV: &str = "PLUGBOARD_RESOURCE_ID";
-
-const SCHEMA_VERSION: i64 = 1;
 
 /// Errors from the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -67,95 +71,9 @@ pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map_or_else(|_| "unknown".into(), |s| s.trim().into())
 }
 
-/// A host process that owns resources.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRecord {
-    /// Row id.
-    pub id: i64,
-    /// Its pid.
-    pub pid: u32,
-    /// Its start time (clock ticks since boot).
-    pub start_time: u64,
-    /// The boot it ran in.
-    pub boot_id: String,
-    /// When it registered (ms since epoch).
-    pub started_at: i64,
-    /// When it ended or was found gone (ms since epoch).
-    pub ended_at: Option<i64>,
-}
-
-impl HostRecord {
-    /// True when this host process still runs (same boot, same pid and start time).
-    pub fn is_alive(&self) -> bool {
-        self.ended_at.is_none()
-            && self.boot_id == boot_id()
-            && plugboard_core::process::is_same_live_process(self.pid, Some(self.start_time))
-    }
-}
-
-/// One resource: a process, a container, an instance…
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResourceRecord {
-    /// Row id.
-    pub id: i64,
-    /// `process`, `container`, `instance`…
-    pub kind: String,
-    /// The plugin's unique id.
-    pub plugin_id: String,
-    /// The owning host's row id.
-    pub host_id: i64,
-    /// `starting`, `running`, `stopping`, `stopped`, `exited`, `crashed`, `failed`, `reaped`.
-    pub status: String,
-    /// Process id, for processes.
-    pub pid: Option<u32>,
-    /// Process start time (clock ticks since boot), for processes.
-    pub pid_start_time: Option<u64>,
-    /// Container id, instance id, endpoint… for other kinds.
-    pub handle: Option<String>,
-    /// The marker the resource carries (`{ledger id}:{row id}`).
-    pub marker: String,
-    /// Created (ms since epoch).
-    pub created_at: i64,
-    /// Last change (ms since epoch).
-    pub updated_at: i64,
-    /// Ended (ms since epoch); `None` while live.
-    pub ended_at: Option<i64>,
-    /// Exit code, when it exited.
-    pub exit_code: Option<i32>,
-    /// Signal that ended it, when one did.
-    pub signal: Option<i32>,
-    /// Price per hour in USD, stored at launch.
-    pub cost_per_hour: Option<f64>,
-    /// Kind-specific details (log path, listen address, command…).
-    pub details: Value,
-}
-
-impl ResourceRecord {
-    /// True while the resource has not ended.
-    pub fn is_live(&self) -> bool {
-        self.ended_at.is_none()
-    }
-
-    /// USD accrued from creation to its end (or `now_ms`).
-    pub fn accrued_usd(&self, now_ms: i64) -> f64 {
-        let end = self.ended_at.unwrap_or(now_ms);
-        let hours = (end - self.created_at).max(0) as f64 / 3_600_000.0;
-        hours * self.cost_per_hour.unwrap_or(0.0)
-    }
-}
-
-/// A new resource to write down before creating it.
-#[derive(Debug, Clone, Default)]
-pub struct Intent<'a> {
-    /// `process`, `container`…
-    pub kind: &'a str,
-    /// The plugin's unique id.
-    pub plugin_id: &'a str,
-    /// Price per hour in USD, if known.
-    pub cost_per_hour: Option<f64>,
-    /// Details to store.
-    pub details: Value,
-}
+const COLUMNS: &str = "id, kind, backend, plugin_id, host_id, status, owned, handle, endpoint, created_at, \
+                       updated_at, ended_at, exit_code, signal, cost_per_hour, price_source, billing_started_at, \
+                       note, details";
 
 /// The ledger database.
 #[derive(Debug)]
@@ -165,11 +83,9 @@ pub struct Ledger {
     ledger_id: String,
 }
 
-const COLUMNS: &str = "id, kind, plugin_id, host_id, status, pid, pid_start_time, handle, created_at, updated_at, \
-                       ended_at, exit_code, signal, cost_per_hour, details";
-
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path`.
+    /// Opens (creating if needed) the ledger at `path`, migrating an older
+    /// schema in one transaction; a newer one is refused.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -187,7 +103,7 @@ impl Ledger {
                 source,
             }
         };
-        let conn = Connection::open(path).map_err(sql("open"))?;
+        let mut conn = Connection::open(path).map_err(sql("open"))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql("set busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -196,52 +112,15 @@ impl Ledger {
             .map_err(sql("set synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("enable foreign keys"))?;
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS hosts (
-                 id INTEGER PRIMARY KEY,
-                 pid INTEGER NOT NULL,
-                 start_time INTEGER NOT NULL,
-                 boot_id TEXT NOT NULL,
-                 started_at INTEGER NOT NULL,
-                 ended_at INTEGER
-             );
-             CREATE TABLE IF NOT EXISTS resources (
-                 id INTEGER PRIMARY KEY,
-                 kind TEXT NOT NULL,
-                 plugin_id TEXT NOT NULL,
-                 host_id INTEGER NOT NULL REFERENCES hosts(id),
-                 status TEXT NOT NULL,
-                 pid INTEGER,
-                 pid_start_time INTEGER,
-                 handle TEXT,
-                 created_at INTEGER NOT NULL,
-                 updated_at INTEGER NOT NULL,
-                 ended_at INTEGER,
-                 exit_code INTEGER,
-                 signal INTEGER,
-                 cost_per_hour REAL,
-                 details TEXT NOT NULL DEFAULT '{}'
-             );
-             CREATE INDEX IF NOT EXISTS resources_live ON resources(host_id) WHERE ended_at IS NULL;
-             CREATE INDEX IF NOT EXISTS resources_plugin ON resources(plugin_id, id);
-             INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
-             COMMIT;",
-        )
-        .map_err(sql("create tables"))?;
-        let version: i64 = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(sql("read schema version"))?
-            .parse()
-            .unwrap_or(0);
-        if version > SCHEMA_VERSION {
+        let found = migrate::migrate(&mut conn).map_err(sql("migrate schema"))?;
+        if found > SCHEMA_VERSION {
             return Err(LedgerError::TooNew {
                 path: path.to_path_buf(),
-                found: version,
+                found,
             });
+        }
+        if (1..SCHEMA_VERSION).contains(&found) {
+            tracing::info!(path = %path.display(), from = found, to = SCHEMA_VERSION, "ledger migrated");
         }
         let fresh = uuid::Uuid::new_v4().simple().to_string();
         conn.execute(
@@ -347,80 +226,146 @@ impl Ledger {
         let now = now_ms();
         self.conn
             .execute(
-                "INSERT INTO resources(kind, plugin_id, host_id, status, created_at, updated_at, cost_per_hour, details)
-                 VALUES (?1, ?2, ?3, 'starting', ?4, ?4, ?5, ?6)",
-                params![intent.kind, intent.plugin_id, host_id, now, intent.cost_per_hour, intent.details.to_string()],
+                "INSERT INTO resources(kind, backend, plugin_id, host_id, status, owned, created_at, updated_at,
+                                       cost_per_hour, price_source, details)
+                 VALUES (?1, ?2, ?3, ?4, 'starting', ?5, ?6, ?6, ?7, ?8, ?9)",
+                params![
+                    intent.kind.as_str(),
+                    intent.backend,
+                    intent.plugin_id,
+                    host_id,
+                    intent.owned,
+                    now,
+                    intent.cost_per_hour,
+                    intent.price_source.map(PriceSource::as_str),
+                    intent.details.to_string()
+                ],
             )
             .map_err(self.err("record intent"))?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Records the process that now exists for resource `id`.
-    pub fn set_process(&self, id: i64, pid: u32, start_time: u64) -> Result<(), LedgerError> {
+    /// Records what now identifies resource `id`, and where it answers.
+    pub fn set_handle(&self, id: i64, handle: &ResourceHandle, endpoint: Option<&str>) -> Result<(), LedgerError> {
+        let json = serde_json::to_string(handle).unwrap_or_else(|_| "null".into());
         self.conn
             .execute(
-                "UPDATE resources SET pid = ?2, pid_start_time = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, pid, start_time as i64, now_ms()],
-            )
-            .map_err(self.err("record process"))?;
-        Ok(())
-    }
-
-    /// Records the handle (container id, instance id…) of resource `id`.
-    pub fn set_handle(&self, id: i64, handle: &str) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE resources SET handle = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, handle, now_ms()],
+                "UPDATE resources SET handle = ?2, endpoint = COALESCE(?3, endpoint), updated_at = ?4 WHERE id = ?1",
+                params![id, json, endpoint, now_ms()],
             )
             .map_err(self.err("record handle"))?;
         Ok(())
     }
 
-    /// Changes the status of a live resource.
-    pub fn set_status(&self, id: i64, status: &str) -> Result<(), LedgerError> {
+    /// Records a process that now exists for resource `id` (a process handle
+    /// with no cgroup).
+    pub fn set_process(&self, id: i64, pid: u32, start_time: u64) -> Result<(), LedgerError> {
+        self.set_handle(
+            id,
+            &ResourceHandle::Process {
+                pid,
+                start_time,
+                cgroups: Vec::new(),
+            },
+            None,
+        )
+    }
+
+    /// Changes the status of a live resource. Billing starts the first time
+    /// a resource is `running`, unless it already started.
+    pub fn set_status(&self, id: i64, status: ResourceStatus) -> Result<(), LedgerError> {
+        let now = now_ms();
         self.conn
             .execute(
-                "UPDATE resources SET status = ?2, updated_at = ?3 WHERE id = ?1 AND ended_at IS NULL",
-                params![id, status, now_ms()],
+                "UPDATE resources SET status = ?2, updated_at = ?3,
+                        billing_started_at = CASE WHEN ?2 = 'running' THEN COALESCE(billing_started_at, ?3)
+                                                  ELSE billing_started_at END
+                 WHERE id = ?1 AND ended_at IS NULL",
+                params![id, status.as_str(), now],
             )
             .map_err(self.err("update status"))?;
         Ok(())
     }
 
-    /// Marks resource `id` ended with `status` and its exit information.
-    pub fn end(&self, id: i64, status: &str, exit_code: Option<i32>, signal: Option<i32>) -> Result<(), LedgerError> {
+    /// Starts billing resource `id` now (for providers that bill from
+    /// creation); a start already recorded is kept.
+    pub fn start_billing(&self, id: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE resources SET billing_started_at = COALESCE(billing_started_at, ?2) WHERE id = ?1",
+                params![id, now_ms()],
+            )
+            .map_err(self.err("start billing"))?;
+        Ok(())
+    }
+
+    /// Records a reason on resource `id` (why gc could not end it, why it is
+    /// lost); `None` clears it.
+    pub fn set_note(&self, id: i64, note: Option<&str>) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE resources SET note = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, note, now_ms()],
+            )
+            .map_err(self.err("record note"))?;
+        Ok(())
+    }
+
+    /// Marks resource `id` ended with a final `status` and its exit
+    /// information. Ending an ended row keeps its first end time.
+    pub fn end(
+        &self,
+        id: i64,
+        status: ResourceStatus,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<(), LedgerError> {
+        debug_assert!(status.is_final(), "{status} does not end a resource");
         let now = now_ms();
         self.conn
             .execute(
                 "UPDATE resources SET status = ?2, exit_code = COALESCE(?3, exit_code), signal = COALESCE(?4, signal),
                         updated_at = ?5, ended_at = COALESCE(ended_at, ?5)
                  WHERE id = ?1",
-                params![id, status, exit_code, signal, now],
+                params![id, status.as_str(), exit_code, signal, now],
             )
             .map_err(self.err("end resource"))?;
         Ok(())
     }
 
     fn row(&self, r: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
+        let bad = |col: usize, e: String| {
+            rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+        };
         let id: i64 = r.get(0)?;
-        let details: String = r.get(14)?;
+        let kind: String = r.get(1)?;
+        let status: String = r.get(5)?;
+        let handle: Option<String> = r.get(7)?;
+        let price_source: Option<String> = r.get(15)?;
+        let details: String = r.get(18)?;
         Ok(ResourceRecord {
             id,
-            kind: r.get(1)?,
-            plugin_id: r.get(2)?,
-            host_id: r.get(3)?,
-            status: r.get(4)?,
-            pid: r.get(5)?,
-            pid_start_time: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
-            handle: r.get(7)?,
+            kind: kind.parse().map_err(|e| bad(1, e))?,
+            backend: r.get(2)?,
+            plugin_id: r.get(3)?,
+            host_id: r.get(4)?,
+            status: status.parse().map_err(|e| bad(5, e))?,
+            owned: r.get(6)?,
+            handle: match handle {
+                Some(h) => Some(serde_json::from_str(&h).map_err(|e| bad(7, format!("handle {h:?}: {e}")))?),
+                None => None,
+            },
+            endpoint: r.get(8)?,
             marker: self.marker(id),
-            created_at: r.get(8)?,
-            updated_at: r.get(9)?,
-            ended_at: r.get(10)?,
-            exit_code: r.get(11)?,
-            signal: r.get(12)?,
-            cost_per_hour: r.get(13)?,
+            created_at: r.get(9)?,
+            updated_at: r.get(10)?,
+            ended_at: r.get(11)?,
+            exit_code: r.get(12)?,
+            signal: r.get(13)?,
+            cost_per_hour: r.get(14)?,
+            price_source: price_source.map(|p| p.parse()).transpose().map_err(|e| bad(15, e))?,
+            billing_started_at: r.get(16)?,
+            note: r.get(17)?,
             details: serde_json::from_str(&details).unwrap_or(Value::Null),
         })
     }

@@ -1,0 +1,300 @@
+//! The backend seam: one module per execution mode, one trait for all.
+//!
+//! A backend owns the *resource* (what it creates, observes and destroys: a
+//! process tree, a container, an instance, a remote process, a service it
+//! only points at). The supervisor owns the *worker* (intent in the ledger,
+//! readiness, the manifest check, the saved config, restarts, logs, the
+//! call handle, cost). Everything a new mode needs is here; nothing in the
+//! supervisor knows what a pid or a container is.
+//!
+//! | mode | module | marker | "gone" means |
+//! | --- | --- | --- | --- |
+//! | subprocess, conda_env | [`process`] | `PLUGBOARD_RESOURCE_ID` env var, cgroup name | tree and cgroup empty |
+//! | external | [`external`] | none (not owned) | never ended by plugboard |
+
+pub mod external;
+pub mod process;
+#[cfg(feature = "test-backend")]
+pub mod testing;
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use plugboard_core::ExecutionMode;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::AsyncRead;
+use tokio::sync::watch;
+
+use crate::endpoint::Endpoint;
+use crate::error::HostError;
+use crate::ledger::{PriceSource, ResourceHandle, ResourceKind};
+use crate::manifest::Manifest;
+use crate::supervisor::ExitInfo;
+
+/// What a backend decided from a manifest, before anything exists.
+pub struct Plan {
+    /// What it will create.
+    pub kind: ResourceKind,
+    /// False when plugboard will not own it (never stopped, never reaped).
+    pub owned: bool,
+    /// Price per hour and where it came from, when known.
+    pub price: Option<(f64, PriceSource)>,
+    /// What the ledger records about it (never secrets).
+    pub details: Value,
+    /// The backend's own launch spec.
+    pub spec: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("kind", &self.kind)
+            .field("owned", &self.owned)
+            .field("details", &self.details)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the supervisor hands a backend to launch with.
+#[derive(Debug, Clone)]
+pub struct LaunchContext {
+    /// The plugin.
+    pub plugin_id: String,
+    /// Its ledger row (already written).
+    pub resource_id: i64,
+    /// The marker the resource must carry.
+    pub marker: String,
+    /// Where a worker this host starts should serve the protocol.
+    pub listen: PathBuf,
+    /// The bearer token a worker this host starts must require.
+    pub token: String,
+}
+
+/// A stream of the resource's output, pumped into the plugin's log.
+pub struct OutputStream {
+    /// `out` or `err`.
+    pub tag: &'static str,
+    /// The bytes.
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+/// A resource that now exists.
+pub struct Launched {
+    /// What identifies it (goes into the ledger).
+    pub handle: ResourceHandle,
+    /// Where its worker answers.
+    pub endpoint: Endpoint,
+    /// The bearer token to send to it, if any.
+    pub token: Option<String>,
+    /// Output to pump into the plugin's log.
+    pub output: Vec<OutputStream>,
+    /// Resolves when the resource ends by itself, for backends that see
+    /// that as an event; others are observed by [`Backend::observe`].
+    pub exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    /// Held while the resource should live (a process's stdin); dropped on
+    /// stop, which tells workers to exit.
+    pub keepalive: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// What identifies a resource to stop, observe or sweep: its marker, and
+/// its handle once it had one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// The ledger row, when known.
+    pub resource_id: Option<i64>,
+    /// The marker it carries.
+    pub marker: String,
+    /// Its handle, if the row got one.
+    pub handle: Option<ResourceHandle>,
+}
+
+/// A confirmed stop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stopped {
+    /// What was ended, in the backend's words (pids, container ids…).
+    pub ended: Vec<String>,
+    /// What needed force after the grace period.
+    pub forced: Vec<String>,
+    /// A recorded identity that now belongs to something else and was left alone.
+    pub identity_reused: Option<String>,
+}
+
+/// How a resource looks right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Running and answering.
+    Alive,
+    /// Ended by itself.
+    Exited(ExitInfo),
+    /// Not answering, but not known to be gone: never restarted.
+    Lost(String),
+    /// The backend cannot tell.
+    Unknown,
+}
+
+/// A resource found by its marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Marked {
+    /// The ledger row its marker names.
+    pub resource_id: i64,
+    /// What it is, in the backend's words (`pid 42`…).
+    pub description: String,
+}
+
+/// Errors of a backend, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The resource could not be confirmed gone.
+    #[error("{what} is not confirmed gone: {reason}")]
+    NotGone {
+        /// The resource.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Talking to the engine/provider failed.
+    #[error("{backend}: {reason}")]
+    Unavailable {
+        /// The backend.
+        backend: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One execution mode's way to create, watch and destroy resources.
+///
+/// # Contract
+///
+/// * [`plan`](Backend::plan) reads only the manifest (and the host's launch
+///   variables): no side effects, and every error names the manifest and
+///   the key at fault.
+/// * [`launch`](Backend::launch) is called only after the ledger intent row
+///   exists; whatever it creates carries `ctx.marker` in the backend's own
+///   form (env var, label, tag, name) *from the moment it exists*. If the
+///   launch future is dropped or fails half-way, anything created is still
+///   findable by [`sweep`](Backend::sweep) and ended by
+///   [`stop`](Backend::stop) with a marker-only target.
+/// * [`stop`](Backend::stop) is graceful then forced after `grace`, is
+///   idempotent (stopping what is already gone succeeds), accepts a target
+///   with no handle (marker only), never touches a resource whose recorded
+///   identity now belongs to something else, and returns `Ok` only once the
+///   resource is confirmed gone.
+/// * [`observe`](Backend::observe) never changes anything.
+/// * [`sweep`](Backend::sweep) lists what carries a marker of `ledger_id`,
+///   whatever its row says; gc decides what to end.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's name, stored in the ledger (`process`, `external`…).
+    fn name(&self) -> &'static str;
+
+    /// Reads the manifest's `[launch]` for this backend.
+    fn plan(&self, manifest: &Manifest, vars: &BTreeMap<String, String>) -> Result<Plan, HostError>;
+
+    /// Creates the resource (see the contract).
+    async fn launch(&self, plan: &Plan, ctx: &LaunchContext) -> Result<Launched, HostError>;
+
+    /// Ends the resource (see the contract).
+    async fn stop(&self, target: &Target, grace: Duration) -> Result<Stopped, BackendError>;
+
+    /// How the resource looks now.
+    async fn observe(&self, target: &Target) -> Observation;
+
+    /// True when creating the resource takes a provider's time (cloud
+    /// instances, pods): the plugin shows `provisioning` meanwhile, bounded
+    /// by the manifest's `provision_timeout_s`.
+    fn provisions(&self) -> bool {
+        false
+    }
+
+    /// True when the supervisor should probe the running worker
+    /// periodically (backends with no exit event).
+    fn polls(&self) -> bool {
+        false
+    }
+
+    /// What carries a marker of `ledger_id`.
+    async fn sweep(&self, ledger_id: &str) -> Result<Vec<Marked>, BackendError>;
+
+    /// Live details of a resource for status pages (pids, cgroup…).
+    fn inspect(&self, target: &Target) -> Value {
+        let _ = target;
+        Value::Null
+    }
+}
+
+/// The backends a host can use, by name and by execution mode.
+#[derive(Clone, Default)]
+pub struct Backends {
+    by_name: HashMap<&'static str, Arc<dyn Backend>>,
+    by_mode: HashMap<ExecutionMode, &'static str>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.by_name.keys().collect();
+        names.sort();
+        f.debug_struct("Backends").field("names", &names).finish()
+    }
+}
+
+impl Backends {
+    /// The backends built into this binary, with default settings.
+    pub fn builtin(conda_tool: Option<PathBuf>) -> Backends {
+        let mut b = Backends::default();
+        let process: Arc<dyn Backend> = Arc::new(process::ProcessBackend::new(conda_tool));
+        b.register(process, &[ExecutionMode::Subprocess, ExecutionMode::CondaEnv]);
+        b.register(Arc::new(external::ExternalBackend), &[ExecutionMode::ExternalService]);
+        b
+    }
+
+    /// Adds (or replaces) a backend for `modes`.
+    pub fn register(&mut self, backend: Arc<dyn Backend>, modes: &[ExecutionMode]) {
+        let name = backend.name();
+        self.by_name.insert(name, backend);
+        for m in modes {
+            self.by_mode.insert(*m, name);
+        }
+    }
+
+    /// The backend for a mode, or an error naming the mode and what is missing.
+    pub fn for_mode(&self, plugin: &str, mode: ExecutionMode) -> Result<Arc<dyn Backend>, HostError> {
+        self.by_mode
+            .get(&mode)
+            .and_then(|n| self.by_name.get(n))
+            .cloned()
+            .ok_or_else(|| HostError::UnsupportedMode {
+                plugin: plugin.to_owned(),
+                mode,
+                missing: missing_for(mode).into(),
+            })
+    }
+
+    /// The backend called `name` (as stored in the ledger).
+    pub fn by_name(&self, name: &str) -> Option<Arc<dyn Backend>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// Every backend, by name.
+    pub fn all(&self) -> Vec<Arc<dyn Backend>> {
+        let mut v: Vec<_> = self.by_name.values().cloned().collect();
+        v.sort_by_key(|b| b.name());
+        v
+    }
+}
+
+/// What a mode without a backend lacks, for its error message.
+fn missing_for(mode: ExecutionMode) -> &'static str {
+    match mode {
+        ExecutionMode::InProcess => "in-process plugins are registered in code, not started by a backend",
+        ExecutionMode::Docker => "no docker backend is built into this plugboard",
+        ExecutionMode::RemoteSsh => "no remote_ssh backend is built into this plugboard",
+        ExecutionMode::Kubernetes => "no kubernetes backend is built into this plugboard",
+        _ => "no cloud backend is built into this plugboard",
+    }
+}
