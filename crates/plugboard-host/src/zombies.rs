@@ -91,32 +91,42 @@ pub fn reap_orphans(all: bool) -> usize {
     n
 }
 
-/// Starts the reaper on the current tokio runtime (once per process; a
-/// second call only widens it to `all`).
+/// Starts the reaper (once per process; a second call only widens it to
+/// `all`). It runs on a thread of its own with a small runtime, so it
+/// outlives any one tokio runtime of the embedding application: it waits
+/// for SIGCHLD (or a 1 s tick) and scans this process's children.
 pub fn start_reaper(all: bool) {
     static ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     static STARTED: OnceLock<()> = OnceLock::new();
     if all {
         ALL.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
     STARTED.get_or_init(|| {
-        tokio::spawn(async move {
-            let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
-            loop {
-                match sigchld.as_mut() {
-                    Some(s) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), s.recv()).await;
-                    }
-                    None => tokio::time::sleep(Duration::from_secs(1)).await,
+        let spawned = std::thread::Builder::new().name("plugboard-reaper".into()).spawn(|| {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no runtime for the zombie reaper; adopted orphans stay zombies");
+                    return;
                 }
-                // Let a burst of exits settle into one scan.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let all = ALL.load(std::sync::atomic::Ordering::Relaxed);
-                let _ = tokio::task::spawn_blocking(move || reap_orphans(all)).await;
-            }
+            };
+            rt.block_on(async {
+                let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+                loop {
+                    match sigchld.as_mut() {
+                        Some(s) => {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), s.recv()).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                    // Let a burst of exits settle into one scan.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    reap_orphans(ALL.load(std::sync::atomic::Ordering::Relaxed));
+                }
+            });
         });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the zombie reaper; adopted orphans stay zombies");
+        }
     });
 }
