@@ -62,12 +62,11 @@ pub fn action(dirs: &Dirs, id: &str, verb: &str) -> CmdResult {
         "stop" => "stopped",
         _ => "restarted",
     };
-    match st["pid"].as_u64() {
-        Some(pid) => println!(
-            "{done} {id} (pid {pid}, {})",
-            output::state(st["state"].as_str().unwrap_or("?"))
-        ),
-        None => println!("{done} {id} ({})", output::state(st["state"].as_str().unwrap_or("?"))),
+    let state = output::state(st["state"].as_str().unwrap_or("?"));
+    match (st["pid"].as_u64(), st["endpoint"].as_str()) {
+        (Some(pid), _) => println!("{done} {id} (pid {pid}, {state})"),
+        (None, Some(e)) if verb != "stop" => println!("{done} {id} ({e}, {state})"),
+        _ => println!("{done} {id} ({state})"),
     }
     Ok(())
 }
@@ -86,6 +85,13 @@ pub fn status(dirs: &Dirs, id: &str, as_json: bool) -> CmdResult {
     let now = plugboard_host::ledger::now_ms();
     let rows = vec![
         vec!["state".to_owned(), output::state(st["state"].as_str().unwrap_or("?"))],
+        vec!["backend".into(), st["backend"].as_str().unwrap_or("-").to_owned()],
+        vec![
+            "resource".into(),
+            serde_json::from_value::<plugboard_host::ResourceHandle>(st["resource"].clone())
+                .map_or("-".into(), |h| h.short()),
+        ],
+        vec!["endpoint".into(), st["endpoint"].as_str().unwrap_or("-").to_owned()],
         vec!["pid".into(), st["pid"].as_u64().map_or("-".into(), |p| p.to_string())],
         vec![
             "uptime".into(),
@@ -96,6 +102,7 @@ pub fn status(dirs: &Dirs, id: &str, as_json: bool) -> CmdResult {
         vec!["restarts".into(), st["restarts"].to_string()],
         vec!["log".into(), st["log_path"].as_str().unwrap_or("-").to_owned()],
         vec!["last exit".into(), st["last_exit"].to_string()],
+        vec!["note".into(), st["note"].as_str().unwrap_or("-").to_owned()],
     ];
     output::table(&["FIELD", "VALUE"], &rows);
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use maud::{DOCTYPE, Markup, html};
 use plugboard_core::PluginStats;
-use plugboard_host::{PluginInfo, ResourceRecord, WorkerStatus};
+use plugboard_host::{PluginInfo, ResourceRecord, RunState, WorkerStatus};
 use serde_json::{Map, Value};
 
 use super::form::{Field, FieldKind, display};
@@ -306,10 +306,13 @@ pub fn running_fragment(rows: &[RunningRow], csrf: &str, now_ms: i64) -> Markup 
                         td { a href={ "/plugins/" (r.info.unique_id) } { (r.info.metadata.title) } br; code.muted { (r.info.unique_id) } }
                         td { span class={ "state " (state) } { (state) } }
                         td.resources {
+                            @if let Some(b) = r.status.as_ref().and_then(|s| s.backend.as_deref()).filter(|_| active) { span.muted.backend { (b) } " " }
                             @if !r.pids.is_empty() { "pids " span.pids { (r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")) } }
+                            @else if let Some(res) = r.status.as_ref().and_then(|s| s.resource.as_ref()).filter(|_| active) { code.resource { (res.short()) } }
                             @if let Some(c) = &r.info.metadata.container_id { br; "container " code { (c) } }
                             @if let Some(rr) = &r.info.metadata.remote_resource { br; "instance " code { (rr.instance_id.as_deref().unwrap_or("-")) } }
-                            @if let Some(l) = r.status.as_ref().and_then(|s| s.listen.as_ref()).filter(|_| active) { br; "endpoint " code { (l.display()) } }
+                            @if let Some(e) = r.status.as_ref().and_then(|s| s.endpoint.as_ref()).filter(|_| active) { br; "endpoint " code.endpoint { (e) } }
+                            @if let Some(n) = r.status.as_ref().filter(|s| s.state == RunState::Lost).and_then(|s| s.note.as_ref()) { br; span.notice.bad.lost { "lost: " (n) } }
                         }
                         td { @if active { @if let Some(t) = r.status.as_ref().and_then(|s| s.started_at_ms) { (crate::dashboard::human_duration(now_ms - t)) } } }
                         td { @if let Some(row) = &r.row { "$" (format!("{:.4}", row.accrued_usd(now_ms))) } }
