@@ -65,6 +65,8 @@ pub struct Dirs {
     pub data: PathBuf,
     /// True when the plugins dirs were given explicitly.
     pub plugins_explicit: bool,
+    /// True when the config dir was given explicitly.
+    pub config_explicit: bool,
 }
 
 fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -93,11 +95,9 @@ impl Dirs {
             plugins.push(xdg("XDG_CONFIG_HOME", ".config").join("plugboard/plugins"));
         }
         let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let config = g
-            .config_dir
-            .clone()
-            .or_else(|| env_dir("PLUGBOARD_CONFIG_DIR"))
-            .unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("plugboard/configs"));
+        let config_given = g.config_dir.clone().or_else(|| env_dir("PLUGBOARD_CONFIG_DIR"));
+        let config_explicit = config_given.is_some();
+        let config = config_given.unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("plugboard/configs"));
         let data = g
             .data_dir
             .clone()
@@ -108,6 +108,7 @@ impl Dirs {
             config,
             data,
             plugins_explicit: explicit,
+            config_explicit,
         }
     }
 }

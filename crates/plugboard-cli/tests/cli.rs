@@ -630,3 +630,252 @@ fn demo_serves_the_bundled_examples_and_stops_on_sigint() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// `plugboard serve` on loopback port 0, its stdout read until it is
+/// ready: the child and the dashboard's address.
+fn serve_http(e: &Env) -> (Host, String) {
+    use std::io::BufRead;
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("plugboard"))
+        .env("NO_COLOR", "1")
+        .arg("--plugins")
+        .arg(examples())
+        .arg("--config-dir")
+        .arg(e.configs())
+        .arg("--data-dir")
+        .arg(e.data())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let host = Host { child };
+    let mut addr = None;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(url) = line.trim().strip_prefix("dashboard:") {
+            addr = Some(
+                url.trim()
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+            );
+        }
+        if line.starts_with("press Ctrl-C") {
+            break;
+        }
+    }
+    (host, addr.expect("no dashboard address printed"))
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigint_stops_the_host_while_an_event_stream_is_open_defect_3() {
+    use std::io::{Read, Write};
+    let e = Env::new();
+    let (mut host, addr) = serve_http(&e);
+    e.cmd().args(["start", "text_word_count"]).assert().success();
+    let worker = e.json(&["status", "text_word_count", "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(alive(worker));
+    // A client that keeps the live list open (`curl -N .../events/running`).
+    let mut sse = std::net::TcpStream::connect(&addr).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(sse, "GET /events/running HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("event: running") {
+        let n = sse.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // And one that sent half a request and went quiet.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET / HT").unwrap();
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut host.child, Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!(
+            "the host still runs {:?} after SIGINT with a client connected",
+            started.elapsed()
+        )
+    });
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(worker) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(worker), "the plugin outlived its host");
+    // The stream ended rather than hanging.
+    let mut rest = Vec::new();
+    let _ = sse.read_to_end(&mut rest);
+}
+
+#[test]
+fn serve_reports_a_directory_at_the_socket_path_defect_13() {
+    let e = Env::new();
+    let sock = e.data().join("host.sock");
+    std::fs::create_dir_all(&sock).unwrap();
+    e.cmd()
+        .args(["serve", "--no-http"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains(sock.display().to_string())
+                .and(predicate::str::contains("a directory is at that path"))
+                .and(predicate::str::contains("Address already in use").not()),
+        );
+    assert!(sock.is_dir(), "the directory was touched");
+}
+
+#[test]
+fn demo_try_commands_work_as_printed() {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().unwrap();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("plugboard"))
+        .env_remove("PLUGBOARD_PLUGINS")
+        .env_remove("PLUGBOARD_DATA_DIR")
+        .env_remove("PLUGBOARD_CONFIG_DIR")
+        .args(["demo", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut demo = Host { child };
+    let mut commands = Vec::new();
+    let mut in_try = false;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line.starts_with("press Ctrl-C") {
+            break;
+        }
+        if let Some(c) = line.strip_prefix("try:") {
+            in_try = true;
+            commands.push(c.trim().to_owned());
+        } else if in_try && line.starts_with("      ") {
+            commands.push(line.trim().to_owned());
+        }
+    }
+    assert!(commands.len() >= 3, "{commands:?}");
+    let mut outputs = Vec::new();
+    for c in &commands {
+        assert!(!c.starts_with("plugboard "), "not on PATH after cargo run: {c}");
+        // As a user would paste it: in a shell whose PATH has no plugboard,
+        // with no plugboard environment.
+        let out = StdCommand::new("sh")
+            .arg("-c")
+            .arg(c)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", home.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{c}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let all = outputs.join("\n");
+    assert!(all.contains("text_word_count") && all.contains("\"words\""), "{all}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut demo.child, Duration::from_secs(15)).expect("the demo did not stop");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn list_uses_the_plugin_dirs_of_the_host_running_on_the_data_dir() {
+    let e = Env::new();
+    let home = tempfile::tempdir().unwrap();
+    let bare = || {
+        let mut c = Command::cargo_bin("plugboard").unwrap();
+        c.env_remove("PLUGBOARD_PLUGINS")
+            .env_remove("PLUGBOARD_CONFIG_DIR")
+            .env_remove("PLUGBOARD_DATA_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", home.path())
+            .env("NO_COLOR", "1")
+            .arg("--data-dir")
+            .arg(e.data());
+        c
+    };
+    // No host: it says where it looked and how to point it.
+    bare()
+        .arg("list")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("no plugins found in").and(predicate::str::contains("--plugins")));
+    let host = serve(&e);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.data().join("host.json").exists() {
+        assert!(Instant::now() < deadline, "the host wrote no host.json");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bare()
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("text_word_count").and(predicate::str::contains("demo_process_tree")));
+    // Configs go where the host reads them.
+    bare()
+        .args(["config", "set", "text_word_count", "min_length=3"])
+        .assert()
+        .success();
+    assert!(e.configs().join("text_word_count.json").exists());
+    // Explicit dirs still win.
+    bare()
+        .args(["--plugins"])
+        .arg(home.path())
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("text_word_count").not());
+    drop(host);
+    // A host that is gone lends nothing, even if its host.json stayed.
+    bare()
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("text_word_count").not());
+}
+
+#[test]
+fn ps_table_ends_with_a_newline() {
+    let e = Env::new();
+    let host = serve(&e);
+    e.cmd().args(["start", "text_word_count"]).assert().success();
+    let out = e.cmd().arg("ps").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("text_word_count"), "{text}");
+    assert!(text.ends_with('\n'), "{text:?}");
+    drop(host);
+}

@@ -106,10 +106,7 @@ fn main() {
         launch_vars: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let state = ApiState {
-        host: Arc::new(host),
-        token: None,
-    };
+    let state = ApiState::new(Arc::new(host), None);
     let router = app(state);
     rt.block_on(async {
         let (health, _) = server_time(&router, "/api/v1/health", 200).await;

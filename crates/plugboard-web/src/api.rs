@@ -5,10 +5,11 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,8 +17,13 @@ use plugboard_core::ConfigError;
 use plugboard_host::{CallError, Host, HostError};
 use plugboard_protocol::StreamEvent;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+/// How long a client may take to send a request's body once its head has
+/// arrived, by default; slower requests are answered 408 and closed.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -26,6 +32,55 @@ pub struct ApiState {
     pub host: Arc<Host>,
     /// Token required on TCP requests (`None`: none required).
     pub token: Option<String>,
+    /// Resolves when the server shuts down; long-lived answers (event
+    /// streams) end then.
+    pub shutdown: Shutdown,
+    /// How long a request's body may take to arrive.
+    pub body_read_timeout: Duration,
+}
+
+impl ApiState {
+    /// The state of a server for `host`, with an optional TCP token, that
+    /// never shuts down on its own ([`crate::serve`] gives its own signal).
+    pub fn new(host: Arc<Host>, token: Option<String>) -> Self {
+        ApiState {
+            host,
+            token,
+            shutdown: Shutdown::default(),
+            body_read_timeout: BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+/// A shutdown signal that handlers can wait for.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Default for Shutdown {
+    /// A signal that never fires.
+    fn default() -> Self {
+        Shutdown(watch::channel(false).1)
+    }
+}
+
+impl Shutdown {
+    /// A signal and the sender that fires it (send `true`).
+    pub fn channel() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// True once the signal fired.
+    pub fn fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the signal fires (never, if its sender is gone first).
+    pub async fn wait(mut self) {
+        if self.0.wait_for(|v| *v).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// An API error: an HTTP status and `{"error": {"code", "message"}}`.
@@ -38,7 +93,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -141,6 +197,84 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
+/// The code of an error answer with this status (for rejections that have
+/// no code of their own).
+fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "too_large",
+        415 => "json_required",
+        422 => "bad_body",
+        s if s >= 500 => "internal_error",
+        _ => "error",
+    }
+}
+
+/// A JSON request body whose rejections are the API's JSON errors: 400
+/// `bad_json` (not JSON), 422 `bad_body` (JSON of the wrong shape), 415
+/// `json_required`, 413 `too_large`.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::JsonRejection;
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) => {
+                let code = match &r {
+                    JsonRejection::JsonSyntaxError(_) => "bad_json",
+                    JsonRejection::JsonDataError(_) => "bad_body",
+                    JsonRejection::MissingJsonContentType(_) => "json_required",
+                    _ => code_for(r.status()),
+                };
+                Err(ApiError::new(r.status(), code, r.body_text()))
+            }
+        }
+    }
+}
+
+/// A query string whose rejection is the API's 400 `bad_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())),
+        }
+    }
+}
+
+/// Path parameters whose rejection is the API's 400 `bad_path`.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(r) => {
+                let status = if r.status().is_server_error() {
+                    r.status()
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                Err(ApiError::new(status, "bad_path", r.body_text()))
+            }
+        }
+    }
+}
+
 /// The API routes under `/api/v1`.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -163,15 +297,120 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// The whole app: the API, the dashboard, token checks on TCP, body limits.
+/// The whole app: the API, the dashboard, origin checks, token checks on
+/// TCP, body limits and timeouts, and JSON errors for every rejection under
+/// `/api/`.
 pub fn app(state: ApiState) -> Router {
     router(state.clone())
         .merge(crate::dashboard::router(state.clone()))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_body))
         .layer(axum::middleware::from_fn_with_state(state, auth))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(
             plugboard_protocol::MAX_REQUEST_BYTES,
         ))
+}
+
+fn is_api(uri: &axum::http::Uri) -> bool {
+    uri.path().starts_with("/api/")
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if is_api(&uri) {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: {}", uri.path()),
+        )
+        .into_response()
+    } else {
+        crate::dashboard::error(StatusCode::NOT_FOUND, format!("no page at {}", uri.path()))
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let message = format!("{method} is not allowed on {}", uri.path());
+    if is_api(&uri) {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).into_response()
+    } else {
+        crate::dashboard::error(StatusCode::METHOD_NOT_ALLOWED, message)
+    }
+}
+
+/// Reads the whole body (bounded in size and in time) before the handlers
+/// run, so a client that trickles a body cannot hold a handler forever.
+async fn read_body(State(state): State<ApiState>, req: Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = plugboard_protocol::MAX_REQUEST_BYTES;
+    let wait = state.body_read_timeout;
+    let bytes = match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let mut resp = if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is over {limit} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("cannot read the request body: {e}"),
+                )
+            }
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            return resp;
+        }
+        Err(_) => {
+            let mut resp = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body did not arrive within {wait:?}"),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// Under `/api/`, an error answer that is not JSON yet (a rejection of an
+/// extractor that has no JSON form) becomes `{"error": {"code", "message"}}`.
+async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let api = is_api(req.uri());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let json = ApiError::new(status, code_for(status), message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, json.into_body())
 }
 
 /// Marks requests that arrived over TCP, where the token applies.
@@ -179,6 +418,12 @@ pub fn app(state: ApiState) -> Router {
 pub struct OverTcp;
 
 async fn auth(State(state): State<ApiState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // Whatever the transport: a state change sent from another origin is refused.
+    if crate::csrf::changes_state(req.method())
+        && let Some(why) = crate::csrf::foreign_origin(req.headers())
+    {
+        return ApiError::new(StatusCode::FORBIDDEN, "foreign_origin", why).into_response();
+    }
     if req.extensions().get::<OverTcp>().is_some()
         && let Some(refusal) = tcp_guard(&state, &req)
     {
@@ -235,8 +480,7 @@ fn tcp_guard(state: &ApiState, req: &axum::extract::Request) -> Option<ApiError>
             ));
         }
     }
-    let changes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if changes && req.uri().path().starts_with("/api/") {
+    if crate::csrf::changes_state(req.method()) && is_api(req.uri()) {
         let json = req
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
@@ -281,6 +525,8 @@ async fn health(State(s): State<ApiState>) -> ApiResult {
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": s.host.config().data.root(),
+        "plugin_dirs": s.host.config().plugin_dirs,
+        "config_dir": s.host.config().config_dir,
         "plugins": s.host.plugin_count(),
     }))
 }
@@ -289,16 +535,20 @@ async fn list(State(s): State<ApiState>) -> ApiResult {
     ok(s.host.plugins())
 }
 
-async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn show(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     ok(s.host.plugin(&id)?)
 }
 
-async fn get_config(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn get_config(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     s.host.manifest(&id)?;
     ok(s.host.load_config(&id)?)
 }
 
-async fn put_config(State(s): State<ApiState>, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult {
+async fn put_config(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult {
     s.host.manifest(&id)?;
     let Value::Object(config) = body else {
         return Err(ApiError::new(
@@ -311,24 +561,24 @@ async fn put_config(State(s): State<ApiState>, Path(id): Path<String>, Json(body
     ok(s.host.load_config(&id)?)
 }
 
-async fn delete_config(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn delete_config(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     s.host.manifest(&id)?;
     ok(json!({"deleted": s.host.delete_config(&id)?}))
 }
 
-async fn start(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn start(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     ok(s.host.start(&id).await?)
 }
 
-async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn stop(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     ok(s.host.stop(&id).await?)
 }
 
-async fn restart(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn restart(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     ok(s.host.restart(&id).await?)
 }
 
-async fn status(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn status(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     s.host.manifest(&id)?;
     match s.host.status(&id) {
         Some(st) => ok(st),
@@ -345,7 +595,7 @@ struct LogsQuery {
     lines: Option<usize>,
 }
 
-async fn logs(State(s): State<ApiState>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult {
+async fn logs(State(s): State<ApiState>, ApiPath(id): ApiPath<String>, ApiQuery(q): ApiQuery<LogsQuery>) -> ApiResult {
     s.host.manifest(&id)?;
     let path = s.host.config().data.log_path(&id);
     let lines = plugboard_host::logs::tail(&path, q.lines.unwrap_or(100).min(100_000)).map_err(|e| {
@@ -373,9 +623,9 @@ struct CallQuery {
 
 async fn call(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    Query(q): Query<CallQuery>,
-    Json(body): Json<CallBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<CallQuery>,
+    ApiJson(body): ApiJson<CallBody>,
 ) -> ApiResult {
     let handle = s.host.handle(&id)?;
     if !q.stream {
@@ -407,7 +657,11 @@ struct CancelBody {
     request_id: String,
 }
 
-async fn cancel(State(s): State<ApiState>, Path(id): Path<String>, Json(body): Json<CancelBody>) -> ApiResult {
+async fn cancel(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> ApiResult {
     let handle = s.host.handle(&id)?;
     ok(json!({"cancelled": handle.cancel(&body.request_id).await?}))
 }

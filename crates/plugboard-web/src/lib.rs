@@ -7,8 +7,9 @@
 
 pub mod api;
 pub mod client;
+pub mod csrf;
 pub mod dashboard;
 mod serve;
 
 pub use client::{ApiClient, ClientError};
-pub use serve::{Bound, ServeError, ServeOptions, bind, serve};
+pub use serve::{Bound, ServeError, ServeOptions, Timeouts, bind, serve};

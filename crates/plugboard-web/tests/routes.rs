@@ -25,8 +25,27 @@ fn write(dir: &Path, name: &str, toml: &str) {
     std::fs::write(d.join("plugin.toml"), toml).unwrap();
 }
 
+/// A plugin whose schema is a JSON file (`config_schema_file`).
+fn write_json_schema(dir: &Path, folder: &str, name: &str, category: &str, schema: &Value) {
+    let d = dir.join("plugins").join(folder);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("schema.json"), serde_json::to_vec_pretty(schema).unwrap()).unwrap();
+    std::fs::write(
+        d.join("plugin.toml"),
+        format!(
+            "name = \"{name}\"\ncategory = \"{category}\"\ntitle = \"{name}\"\nexecution_mode = \"subprocess\"\nconfig_schema_file = \"schema.json\"\n"
+        ),
+    )
+    .unwrap();
+}
+
 fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+fn fixture_with(extra: impl FnOnce(&Path)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    extra(dir.path());
     write(
         dir.path(),
         "stt",
@@ -85,11 +104,27 @@ type = "string"
 
 impl Fixture {
     fn router(&self, token: Option<&str>, tcp: bool) -> axum::Router {
-        let r = app(ApiState {
-            host: Arc::clone(&self.host),
-            token: token.map(str::to_owned),
-        });
+        let r = app(ApiState::new(Arc::clone(&self.host), token.map(str::to_owned)));
         if tcp { r.layer(Extension(OverTcp)) } else { r }
+    }
+
+    /// A CSRF token as a browser gets it: the cookie set by a page.
+    async fn csrf(&self) -> String {
+        let (_, h, _) = self.get("/running").await;
+        let cookie = h[header::SET_COOKIE].to_str().unwrap();
+        cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .strip_prefix("plugboard_csrf=")
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `(cookie header, form field)` for a fresh token.
+    async fn tokens(&self) -> (String, String) {
+        let t = self.csrf().await;
+        (format!("plugboard_csrf={t}"), format!("csrf={t}"))
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
@@ -121,9 +156,6 @@ impl Fixture {
         self.dir.path().join("configs/speech_to_text_whisper.json")
     }
 }
-
-const COOKIE: &str = "plugboard_csrf=0123456789abcdef0123456789abcdef";
-const CSRF: &str = "csrf=0123456789abcdef0123456789abcdef";
 
 #[tokio::test]
 async fn overview_category_card_and_plugin_pages() {
@@ -200,7 +232,9 @@ async fn the_config_form_is_generated_from_the_schema() {
 #[tokio::test]
 async fn config_posts_need_a_csrf_token() {
     let f = fixture();
+    let (cookie, _) = f.tokens().await;
     let body = "model=tiny&device=cpu&beam=3";
+    let csrf_field = "csrf=0123456789abcdef0123456789abcdef";
     assert_eq!(
         f.post_form("/plugins/speech_to_text_whisper/config", body, None)
             .await
@@ -210,7 +244,7 @@ async fn config_posts_need_a_csrf_token() {
     assert_eq!(
         f.post_form(
             "/plugins/speech_to_text_whisper/config",
-            &format!("{body}&{CSRF}"),
+            &format!("{body}&{csrf_field}"),
             None
         )
         .await
@@ -221,7 +255,7 @@ async fn config_posts_need_a_csrf_token() {
     assert_eq!(
         f.post_form(
             "/plugins/speech_to_text_whisper/config",
-            &format!("{body}&{CSRF}"),
+            &format!("{body}&{csrf_field}"),
             Some(wrong)
         )
         .await
@@ -236,7 +270,7 @@ async fn config_posts_need_a_csrf_token() {
         "/plugins/speech_to_text_whisper/restart",
     ] {
         assert_eq!(
-            f.post_form(path, "", Some(COOKIE)).await.0,
+            f.post_form(path, "", Some(&cookie)).await.0,
             StatusCode::FORBIDDEN,
             "{path}"
         );
@@ -254,6 +288,7 @@ async fn invalid_input_shows_inline_errors_and_saves_nothing() {
     )
     .unwrap();
     let before = std::fs::read(f.config_file()).unwrap();
+    let (cookie, csrf) = f.tokens().await;
     // Not a number, out of range, not a choice, required missing.
     for (form, field) in [
         ("model=tiny&beam=abc", "beam"),
@@ -264,8 +299,8 @@ async fn invalid_input_shows_inline_errors_and_saves_nothing() {
         let (s, _, body) = f
             .post_form(
                 "/plugins/speech_to_text_whisper/config",
-                &format!("{form}&{CSRF}"),
-                Some(COOKIE),
+                &format!("{form}&{csrf}"),
+                Some(&cookie),
             )
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
@@ -279,7 +314,7 @@ async fn invalid_input_shows_inline_errors_and_saves_nothing() {
         .send(
             Request::post("/plugins/speech_to_text_whisper/config")
                 .header(header::CONTENT_TYPE, "application/json")
-                .header(header::COOKIE, COOKIE)
+                .header(header::COOKIE, &cookie)
                 .body(Body::from("{}"))
                 .unwrap(),
         )
@@ -297,11 +332,12 @@ async fn a_valid_config_is_saved_and_secrets_are_kept_not_shown() {
         "{\"model\": \"base\", \"api_key\": \"SECRET-VALUE-123\"}",
     )
     .unwrap();
+    let (cookie, csrf) = f.tokens().await;
     let (s, h, _) = f
         .post_form(
             "/plugins/speech_to_text_whisper/config",
-            &format!("model=large&device=cuda&beam=4&stream.__present=1&stream=on&api_key=&{CSRF}"),
-            Some(COOKIE),
+            &format!("model=large&device=cuda&beam=4&stream~present=1&stream=on&api_key=&{csrf}"),
+            Some(&cookie),
         )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
@@ -320,12 +356,12 @@ async fn a_valid_config_is_saved_and_secrets_are_kept_not_shown() {
     assert!(reset.contains("<option value=\"cpu\" selected>"), "{reset}");
     assert!(f.config_file().exists());
     let (s, _, _) = f
-        .post_form("/plugins/speech_to_text_whisper/config/delete", CSRF, Some(COOKIE))
+        .post_form("/plugins/speech_to_text_whisper/config/delete", &csrf, Some(&cookie))
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert!(!f.config_file().exists());
     assert_eq!(
-        f.post_form("/plugins/nope_nope/config/delete", CSRF, Some(COOKIE))
+        f.post_form("/plugins/nope_nope/config/delete", &csrf, Some(&cookie))
             .await
             .0,
         StatusCode::NOT_FOUND
@@ -337,11 +373,12 @@ async fn running_page_starts_and_stops_plugins() {
     let f = fixture();
     std::fs::create_dir_all(f.config_file().parent().unwrap()).unwrap();
     std::fs::write(f.config_file(), "{\"model\": \"base\"}").unwrap();
+    let (cookie, csrf) = f.tokens().await;
     let (s, _, body) = f.get("/running").await;
     assert_eq!(s, StatusCode::OK);
     assert!(body.contains("data-sse=\"/events/running\"") && body.contains("data-action=\"start\""));
     let (s, h, _) = f
-        .post_form("/plugins/speech_to_text_whisper/start", CSRF, Some(COOKIE))
+        .post_form("/plugins/speech_to_text_whisper/start", &csrf, Some(&cookie))
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER, "{h:?}");
     let pid = f.host.status("speech_to_text_whisper").unwrap().pid.unwrap();
@@ -351,27 +388,27 @@ async fn running_page_starts_and_stops_plugins() {
         "{body}"
     );
     let (s, _, _) = f
-        .post_form("/plugins/speech_to_text_whisper/restart", CSRF, Some(COOKIE))
+        .post_form("/plugins/speech_to_text_whisper/restart", &csrf, Some(&cookie))
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let (s, _, _) = f
-        .post_form("/plugins/speech_to_text_whisper/stop", CSRF, Some(COOKIE))
+        .post_form("/plugins/speech_to_text_whisper/stop", &csrf, Some(&cookie))
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert!(plugboard_core::process::read_process(pid).is_none_or(|p| !p.is_live()));
     // Stopping again, and starting a plugin with no backend, show an error on the page.
     let (s, _, body) = f
-        .post_form("/plugins/speech_to_text_whisper/stop", CSRF, Some(COOKIE))
+        .post_form("/plugins/speech_to_text_whisper/stop", &csrf, Some(&cookie))
         .await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     assert!(body.contains("not running"));
     let (s, _, body) = f
-        .post_form("/plugins/speech_to_text_llama/start", CSRF, Some(COOKIE))
+        .post_form("/plugins/speech_to_text_llama/start", &csrf, Some(&cookie))
         .await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     assert!(body.contains("cloud_gpu"), "{body}");
     assert_eq!(
-        f.post_form("/plugins/nope_nope/start", CSRF, Some(COOKIE)).await.0,
+        f.post_form("/plugins/nope_nope/start", &csrf, Some(&cookie)).await.0,
         StatusCode::NOT_FOUND
     );
     let (s, _, log) = f.get("/plugins/speech_to_text_whisper/logs").await;
@@ -535,4 +572,607 @@ async fn loopback_tcp_without_a_token_resists_rebinding_and_form_csrf() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
     assert!(f.host.status("speech_to_text_whisper").is_none());
+}
+
+/// A real server (Unix socket and loopback TCP) on its own thread and
+/// runtime, so that a handler that never returns cannot hang the test.
+struct RealServer {
+    addr: std::net::SocketAddr,
+    socket: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        // Not joined: if a handler hangs, the test fails instead of hanging.
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn real_server(f: &Fixture, timeouts: plugboard_web::Timeouts) -> RealServer {
+    let socket = f.dir.path().join("data/host.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let host = Arc::clone(&f.host);
+    let sock = socket.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let bound = plugboard_web::bind(plugboard_web::ServeOptions {
+                socket: sock,
+                bind: Some("127.0.0.1:0".parse().unwrap()),
+                token: None,
+                timeouts,
+            })
+            .await
+            .unwrap();
+            addr_tx.send(bound.tcp_addr().unwrap()).unwrap();
+            let _ = bound
+                .serve(host, async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+    });
+    let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    RealServer {
+        addr,
+        socket,
+        stop: Some(stop_tx),
+    }
+}
+
+/// One HTTP/1.1 GET over TCP: `(status, body)`, or why it failed (a read
+/// timeout included).
+fn http_get(addr: std::net::SocketAddr, path: &str, timeout: std::time::Duration) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("GET {path}: {e}"))?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: no status in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+fn self_referencing_schemas_do_not_hang_the_dashboard_defect_2() {
+    let f = fixture_with(|d| {
+        // Each property refers to the whole schema and has a default: filling
+        // defaults or building a form naively never ends.
+        write_json_schema(
+            d,
+            "a_lr",
+            "lr",
+            "s",
+            &json!({"type": "object", "properties": {
+                "l": {"$ref": "#", "default": {}},
+                "r": {"$ref": "#", "default": {}}
+            }}),
+        );
+        write_json_schema(
+            d,
+            "b_loop",
+            "loop",
+            "s",
+            &json!({"type": "object", "allOf": [{"$ref": "#"}, {"$ref": "#"}]}),
+        );
+        // Twelve self-references per level: 12^8 fields with a depth limit alone.
+        let props: serde_json::Map<String, Value> = (0..12)
+            .map(|i| (format!("p{i}"), json!({"$ref": "#"})))
+            .chain([("name".to_owned(), json!({"type": "string", "default": "x"}))])
+            .collect();
+        write_json_schema(
+            d,
+            "c_wide",
+            "wide",
+            "s",
+            &json!({"type": "object", "properties": props}),
+        );
+    });
+    let server = real_server(&f, plugboard_web::Timeouts::default());
+    let limit = std::time::Duration::from_secs(20);
+    for path in [
+        "/category/s",
+        "/fragments/card?id=s_lr",
+        "/plugins/s_lr",
+        "/plugins/s_lr/config",
+        "/plugins/s_loop/config",
+        "/plugins/s_wide/config",
+        "/fragments/card?id=s_wide",
+    ] {
+        let started = std::time::Instant::now();
+        let (status, body) = http_get(server.addr, path, limit).unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        // The form is bounded in total, not just per branch.
+        let inputs = body.matches("<input").count() + body.matches("<textarea").count();
+        assert!(
+            inputs <= plugboard_web::dashboard::form::MAX_FIELDS * 2 + 10,
+            "{path}: {inputs} inputs"
+        );
+    }
+    let (_, wide) = http_get(server.addr, "/plugins/s_wide/config", limit).unwrap();
+    assert!(wide.contains("name=\"name\"") && wide.contains("value=\"x\""), "{wide}");
+    // Every other request is still served.
+    assert_eq!(http_get(server.addr, "/api/v1/health", limit).unwrap().0, 200);
+    let fields = plugboard_web::dashboard::form::fields(&json!({"type": "object", "properties": {
+        "l": {"$ref": "#", "default": {}}, "r": {"$ref": "#", "default": {}}
+    }}));
+    let all = plugboard_web::dashboard::form::all_fields(&fields).len();
+    assert!(all <= plugboard_web::dashboard::form::MAX_FIELDS, "{all} fields");
+}
+
+#[tokio::test]
+async fn csrf_rejects_foreign_origin_and_planted_cookies_defect_10() {
+    let f = fixture();
+    std::fs::create_dir_all(f.config_file().parent().unwrap()).unwrap();
+    std::fs::write(f.config_file(), "{\"model\": \"base\"}").unwrap();
+    let post = |uri: &str, headers: &[(header::HeaderName, &str)], body: &str| {
+        let mut b = Request::post(uri)
+            .header(header::HOST, "127.0.0.1:7878")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (k, v) in headers {
+            b = b.header(k.clone(), *v);
+        }
+        b.body(Body::from(body.to_owned())).unwrap()
+    };
+    let start = "/plugins/speech_to_text_whisper/start";
+    // The issue's request: a foreign Origin and a cookie of the attacker's choosing.
+    for tcp in [true, false] {
+        let resp = f
+            .router(None, tcp)
+            .oneshot(post(
+                start,
+                &[
+                    (header::ORIGIN, "http://evil.com"),
+                    (header::COOKIE, "plugboard_csrf=abc"),
+                ],
+                "csrf=abc",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "tcp={tcp}");
+    }
+    // A cookie planted by another local port, with no Origin or Referer: not signed here.
+    let planted = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let resp = f
+        .router(None, true)
+        .oneshot(post(
+            start,
+            &[(header::COOKIE, &format!("plugboard_csrf={planted}"))],
+            &format!("csrf={planted}"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(f.host.status("speech_to_text_whisper").is_none(), "the plugin started");
+    // A real token does not help a foreign page: Origin, or Referer without Origin.
+    let (cookie, csrf) = f.tokens().await;
+    for foreign in [
+        (header::ORIGIN, "http://127.0.0.1:9999"),
+        (header::ORIGIN, "null"),
+        (header::REFERER, "http://localhost:9999/attack.html"),
+    ] {
+        let resp = f
+            .router(None, true)
+            .oneshot(post(
+                "/plugins/speech_to_text_whisper/config/delete",
+                &[foreign.clone(), (header::COOKIE, &cookie)],
+                &csrf,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{foreign:?}");
+    }
+    // The API refuses foreign origins too, JSON or not.
+    let resp = f
+        .router(None, true)
+        .oneshot(
+            Request::put("/api/v1/plugins/speech_to_text_whisper/config")
+                .header(header::HOST, "127.0.0.1:7878")
+                .header(header::ORIGIN, "http://evil.com")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"model\": \"evil\"}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "foreign_origin");
+    assert!(f.config_file().exists());
+    // The page's own origin (or Referer), with the signed token, works.
+    for own in [
+        (header::ORIGIN, "http://127.0.0.1:7878"),
+        (
+            header::REFERER,
+            "http://127.0.0.1:7878/plugins/speech_to_text_whisper/config",
+        ),
+    ] {
+        std::fs::write(f.config_file(), "{\"model\": \"base\"}").unwrap();
+        let resp = f
+            .router(None, true)
+            .oneshot(post(
+                "/plugins/speech_to_text_whisper/config/delete",
+                &[own.clone(), (header::COOKIE, &cookie)],
+                &csrf,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{own:?}");
+        assert!(!f.config_file().exists());
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_never_rendered_defect_6() {
+    let f = fixture_with(|d| {
+        write_json_schema(
+            d,
+            "vault",
+            "vault",
+            "sec",
+            &json!({
+                "type": "object",
+                "properties": {
+                    "model": {"type": "string"},
+                    "pin": {"type": "integer", "writeOnly": true},
+                    "keys": {"type": "array", "items": {"type": "string"}, "writeOnly": true},
+                    "creds": {"$ref": "#/$defs/Secret"},
+                    "tokens": {"type": "array", "items": {"$ref": "#/$defs/Secret"}},
+                    "extra": {"type": "object", "additionalProperties": {"type": "string", "writeOnly": true}},
+                    "pw": {"type": "string", "format": "password", "minLength": 12}
+                },
+                "$defs": {"Secret": {"type": "string", "writeOnly": true}}
+            }),
+        );
+    });
+    let file = f.dir.path().join("configs/sec_vault.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    // Saved before the schema asked for 12 characters: "PW-SHORT-77" no longer fits.
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({
+            "model": "visible-model",
+            "pin": 987_654_321,
+            "keys": ["KEY-AAA-111", "KEY-BBB-222"],
+            "creds": "CREDS-SECRET-1",
+            "tokens": ["TOKEN-SECRET-1"],
+            "extra": {"x": "EXTRA-SECRET-1"},
+            "pw": "PW-SHORT-77"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let secrets = [
+        "987654321",
+        "KEY-AAA-111",
+        "KEY-BBB-222",
+        "CREDS-SECRET-1",
+        "TOKEN-SECRET-1",
+        "EXTRA-SECRET-1",
+        "PW-SHORT-77",
+    ];
+    let leaks = |body: &str| {
+        secrets
+            .iter()
+            .filter(|s| body.contains(*s))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let (s, _, page) = f.get("/plugins/sec_vault/config").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(leaks(&page).is_empty(), "leaked {:?}", leaks(&page));
+    assert!(page.contains("visible-model"), "{page}");
+    assert!(page.contains("id=\"saved-config\"") && page.contains("(set)"), "{page}");
+    for name in ["pin", "keys", "creds", "tokens", "extra", "pw"] {
+        assert!(
+            page.contains(&format!("name=\"{name}\" autocomplete=\"off\" data-secret=\"1\"")),
+            "{name} is not a secret input: {page}"
+        );
+    }
+    for path in ["/plugins/sec_vault", "/fragments/card?id=sec_vault", "/category/sec"] {
+        let (_, _, body) = f.get(path).await;
+        assert!(leaks(&body).is_empty(), "{path} leaked {:?}", leaks(&body));
+    }
+    // Submitting with the secrets left empty keeps them, and the saved
+    // password fails the newer schema: the error must not echo it.
+    let (cookie, csrf) = f.tokens().await;
+    let (s, _, body) = f
+        .post_form(
+            "/plugins/sec_vault/config",
+            &format!("model=m2&pin=&keys=&creds=&tokens=&extra=&pw=&{csrf}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("data-field=\"pw\""), "{body}");
+    assert!(leaks(&body).is_empty(), "leaked {:?}: {body}", leaks(&body));
+    // A typed secret that fails is not echoed either.
+    let (s, _, body) = f
+        .post_form(
+            "/plugins/sec_vault/config",
+            &format!("model=m2&pin=NEW-PIN-SECRET&pw=NEW-PW-SHORT&{csrf}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !body.contains("NEW-PIN-SECRET") && !body.contains("NEW-PW-SHORT"),
+        "{body}"
+    );
+    assert!(leaks(&body).is_empty(), "leaked {:?}", leaks(&body));
+    // A valid new password is saved; every other secret is kept.
+    let (s, _, _) = f
+        .post_form(
+            "/plugins/sec_vault/config",
+            &format!("model=m3&pw=a-long-enough-password&{csrf}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["pw"], "a-long-enough-password");
+    assert_eq!(saved["pin"], 987_654_321);
+    assert_eq!(saved["keys"], json!(["KEY-AAA-111", "KEY-BBB-222"]));
+    assert_eq!(saved["extra"], json!({"x": "EXTRA-SECRET-1"}));
+    assert_eq!(saved["model"], "m3");
+}
+
+#[tokio::test]
+async fn dotted_property_names_round_trip_defect_12() {
+    let f = fixture_with(|d| {
+        write_json_schema(
+            d,
+            "dots",
+            "dots",
+            "ml",
+            &json!({
+                "type": "object",
+                "properties": {
+                    "torch.dtype": {"type": "string", "enum": ["float16", "float32"]},
+                    "a~b": {"type": "string"},
+                    "torch": {"type": "object", "properties": {"dtype": {"type": "string"}}},
+                    "outer": {"type": "object", "properties": {"x.y": {"type": "integer", "maximum": 5}}}
+                }
+            }),
+        );
+    });
+    let (_, _, page) = f.get("/plugins/ml_dots/config").await;
+    for name in ["torch~1dtype", "a~0b", "torch.dtype", "outer.x~1y"] {
+        assert!(page.contains(&format!("name=\"{name}\"")), "{name}: {page}");
+    }
+    let (cookie, csrf) = f.tokens().await;
+    let (s, _, body) = f
+        .post_form(
+            "/plugins/ml_dots/config",
+            &format!("torch~1dtype=float16&a~0b=tilde&torch.dtype=bf16&outer.x~1y=3&{csrf}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let file = f.dir.path().join("configs/ml_dots.json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        saved,
+        json!({"torch.dtype": "float16", "a~b": "tilde", "torch": {"dtype": "bf16"}, "outer": {"x.y": 3}})
+    );
+    // Shown back in the right inputs.
+    let (_, _, page) = f.get("/plugins/ml_dots/config").await;
+    assert!(page.contains("<option value=\"float16\" selected>"), "{page}");
+    assert!(page.contains("name=\"torch.dtype\" value=\"bf16\""), "{page}");
+    assert!(page.contains("name=\"outer.x~1y\"") && page.contains("value=\"3\""));
+    // A violation under a dotted name lands on its field.
+    let (s, _, body) = f
+        .post_form(
+            "/plugins/ml_dots/config",
+            &format!("outer.x~1y=9&{csrf}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("data-field=\"outer.x~1y\""), "{body}");
+}
+
+async fn json_error(f: &Fixture, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let (s, h, body) = f.send(req).await;
+    assert!(
+        h.get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/json")),
+        "{s}: {h:?} {body:?}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert!(
+        v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+        "{v}"
+    );
+    (s, h, v)
+}
+
+#[tokio::test]
+async fn api_rejections_answer_the_documented_json_error_defect_13() {
+    let f = fixture();
+    let put = |body: &'static str, ct: Option<&str>| {
+        let mut b = Request::put("/api/v1/plugins/speech_to_text_whisper/config");
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let (s, _, v) = json_error(&f, put("{oops", Some("application/json"))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_json"))
+    );
+    let (s, _, v) = json_error(&f, put("{}", None)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("json_required"))
+    );
+    let call = Request::post("/api/v1/plugins/speech_to_text_whisper/call")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"nope\": 1}"))
+        .unwrap();
+    let (s, _, v) = json_error(&f, call).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("bad_body"))
+    );
+    let logs = Request::get("/api/v1/plugins/speech_to_text_whisper/logs?lines=many")
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, v) = json_error(&f, logs).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_query"))
+    );
+    let stream = Request::post("/api/v1/plugins/speech_to_text_whisper/call?stream=maybe")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"input\": 1}"))
+        .unwrap();
+    let (s, _, v) = json_error(&f, stream).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_query"))
+    );
+    let bad_path = Request::get("/api/v1/plugins/%FF%FE").body(Body::empty()).unwrap();
+    let (s, _, v) = json_error(&f, bad_path).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_path"))
+    );
+    let wrong_method = Request::delete("/api/v1/plugins").body(Body::empty()).unwrap();
+    let (s, h, v) = json_error(&f, wrong_method).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    assert!(h[header::ALLOW].to_str().unwrap().contains("GET"), "{h:?}");
+    let (s, _, v) = json_error(
+        &f,
+        Request::get("/api/v1/plugins/speech_to_text_whisper/start")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    let (s, _, v) = json_error(&f, Request::get("/api/v1/nothing/here").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let huge = Request::put("/api/v1/plugins/speech_to_text_whisper/config")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(vec![b' '; plugboard_protocol::MAX_REQUEST_BYTES + 1]))
+        .unwrap();
+    let (s, _, v) = json_error(&f, huge).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+    // Dashboard pages that do not exist get a page, not JSON.
+    let (s, h, _) = f.get("/no/such/page").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+}
+
+/// Reads until the peer closes; the time it took, or an error (a timeout).
+fn closed_within(s: &mut impl std::io::Read, limit: std::time::Duration) -> Result<std::time::Duration, String> {
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(started.elapsed()),
+            Err(e) => return Err(format!("still open after {:?}: {e}", started.elapsed())),
+        }
+        if started.elapsed() > limit {
+            return Err(format!("still open after {:?}", started.elapsed()));
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_are_disconnected() {
+    use std::io::Write;
+    let f = fixture();
+    let timeouts = plugboard_web::Timeouts {
+        header_read: std::time::Duration::from_secs(1),
+        body_read: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = real_server(&f, timeouts);
+    let limit = std::time::Duration::from_secs(8);
+    // A partial request line over TCP (slowloris).
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    tcp.write_all(b"GET / HT").unwrap();
+    let took = closed_within(&mut tcp, limit).unwrap();
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    // Headers that never end.
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n")
+        .unwrap();
+    closed_within(&mut tcp, limit).unwrap();
+    // A connection that says nothing, and one idle after its answer.
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    closed_within(&mut tcp, limit).unwrap();
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    write!(
+        tcp,
+        "GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        server.addr.port()
+    )
+    .unwrap();
+    closed_within(&mut tcp, limit).unwrap();
+    // The same on the Unix socket.
+    let mut unix = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+    unix.set_read_timeout(Some(limit)).unwrap();
+    unix.write_all(b"GET /api/v1/hea").unwrap();
+    closed_within(&mut unix, limit).unwrap();
+    // A body that never arrives: 408, and the connection is closed.
+    let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    write!(
+        tcp,
+        "PUT /api/v1/plugins/speech_to_text_whisper/config HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"mo",
+        server.addr.port()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+    // Meanwhile the server answers everyone else.
+    assert_eq!(http_get(server.addr, "/api/v1/health", limit).unwrap().0, 200);
 }

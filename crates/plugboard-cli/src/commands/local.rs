@@ -70,14 +70,21 @@ pub fn list(
         return Ok(());
     }
     if plugins.is_empty() {
-        eprintln!(
-            "no plugins found in {}",
-            dirs.plugins
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let filtered = category.is_some() || mode.is_some() || configured || unconfigured;
+        let looked = dirs
+            .plugins
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if filtered && !r.all_plugins().is_empty() {
+            eprintln!("no plugins match (looked in {looked})");
+        } else {
+            eprintln!(
+                "no plugins found in {looked}; point at your plugins with --plugins DIR (repeatable) or PLUGBOARD_PLUGINS=DIR[:DIR…] (with no --plugins, a host running on --data-dir {} lends its own)",
+                dirs.data.display()
+            );
+        }
         return Ok(());
     }
     let rows: Vec<Vec<String>> = plugins

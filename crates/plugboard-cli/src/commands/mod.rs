@@ -10,6 +10,16 @@ use crate::{CmdResult, Dirs, Failure};
 
 /// Runs one command.
 pub fn run(cmd: Command, dirs: &Dirs) -> CmdResult {
+    // Commands that read plugins and configs see what a host running on
+    // this data dir sees, unless told otherwise.
+    let adopted;
+    let dirs = match cmd {
+        Command::List { .. } | Command::Show { .. } | Command::Stats { .. } | Command::Config { .. } => {
+            adopted = serve::with_running_host_dirs(dirs);
+            &adopted
+        }
+        _ => dirs,
+    };
     match cmd {
         Command::List {
             category,

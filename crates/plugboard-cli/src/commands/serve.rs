@@ -11,7 +11,7 @@ use std::sync::Arc;
 use nix::fcntl::{Flock, FlockArg};
 use plugboard_core::ExecutionMode;
 use plugboard_host::{Backends, DataDir, GcOptions, Host, HostConfig, Ledger, gc};
-use plugboard_web::ServeOptions;
+use plugboard_web::{ServeOptions, Timeouts};
 
 use super::runtime;
 use crate::cli::ServeArgs;
@@ -53,6 +53,83 @@ impl HostLock {
                 )))
             }
         }
+    }
+}
+
+/// What a running host tells other commands about itself, in
+/// `{data_dir}/host.json` (written when it starts serving, removed when it
+/// stops): its pid and where it finds plugins and configs.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HostInfo {
+    pid: u32,
+    pid_start_time: Option<u64>,
+    plugin_dirs: Vec<PathBuf>,
+    config_dir: PathBuf,
+}
+
+const HOST_INFO: &str = "host.json";
+
+fn write_host_info(data: &Path, dirs: &Dirs) -> std::io::Result<()> {
+    let pid = std::process::id();
+    let info = HostInfo {
+        pid,
+        pid_start_time: plugboard_core::process::read_process(pid).map(|p| p.start_time),
+        plugin_dirs: dirs.plugins.iter().map(|p| absolute(p)).collect(),
+        config_dir: absolute(&dirs.config),
+    };
+    let tmp = data.join(format!(".{HOST_INFO}.{pid}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&info).unwrap_or_default())?;
+    std::fs::rename(&tmp, data.join(HOST_INFO))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `dirs`, with the plugins dirs and config dir of a host that runs on its
+/// data dir where they were not given explicitly (a note on stderr says so).
+pub fn with_running_host_dirs(dirs: &Dirs) -> Dirs {
+    let mut d = dirs.clone();
+    let Ok(text) = std::fs::read(dirs.data.join(HOST_INFO)) else {
+        return d;
+    };
+    let Ok(info) = serde_json::from_slice::<HostInfo>(&text) else {
+        return d;
+    };
+    if !plugboard_core::process::is_same_live_process(info.pid, info.pid_start_time) {
+        return d; // left by a host that is gone
+    }
+    let mut adopted = Vec::new();
+    if !d.plugins_explicit && !info.plugin_dirs.is_empty() && d.plugins != info.plugin_dirs {
+        d.plugins = info.plugin_dirs;
+        adopted.push(format!("plugins from {}", join(&d.plugins)));
+    }
+    if !d.config_explicit && d.config != info.config_dir {
+        d.config = info.config_dir;
+        adopted.push(format!("configs in {}", d.config.display()));
+    }
+    if !adopted.is_empty() {
+        eprintln!(
+            "note: using the host running on {} (pid {}): {}",
+            dirs.data.display(),
+            info.pid,
+            adopted.join(", ")
+        );
+    }
+    d
+}
+
+/// A path or word as a POSIX shell reads it back: as is when it is plain,
+/// else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':' | '@' | '%' | ',' | '=')
+        });
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -132,7 +209,14 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
     let host = Arc::new(host);
     let socket = data.root().join("host.sock");
     // Bind first: what is announced below is already reachable.
-    let bound = match plugboard_web::bind(ServeOptions { socket, bind, token }).await {
+    let bound = match plugboard_web::bind(ServeOptions {
+        socket,
+        bind,
+        token,
+        timeouts: Timeouts::default(),
+    })
+    .await
+    {
         Ok(b) => b,
         Err(e @ plugboard_web::ServeError::Bind { .. }) if matches!(&e, plugboard_web::ServeError::Bind { address, .. } if bind.is_some_and(|b| b.to_string() == *address)) =>
         {
@@ -141,6 +225,9 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
         }
         Err(e) => return Err(Failure::failed(e)),
     };
+    if let Err(e) = write_host_info(data.root(), dirs) {
+        eprintln!("warning: cannot write {}: {e}", data.root().join(HOST_INFO).display());
+    }
     println!(
         "plugboard host: {} plugin(s) from {}",
         host.plugin_count(),
@@ -154,9 +241,20 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
         println!("  HTTP API:   http://{b}/api/v1/plugins");
     }
     if demo {
-        let d = data.root().display();
-        println!("try:  plugboard --data-dir {d} start text_word_count");
-        println!("      plugboard --data-dir {d} call text_word_count --input '{{\"text\": \"to be or not to be\"}}'");
+        // Commands that work as printed: this executable's full path (it
+        // need not be on PATH) and this host's data dir.
+        let cmd = format!(
+            "{} --data-dir {}",
+            shell_word(&exe.display().to_string()),
+            shell_word(&data.root().display().to_string())
+        );
+        println!("try:  {cmd} list");
+        println!("      {cmd} start text_word_count");
+        println!(
+            "      {cmd} call text_word_count --input {}",
+            shell_word(r#"{"text": "to be or not to be"}"#)
+        );
+        println!("      {cmd} ps");
     }
     println!("press Ctrl-C to stop; every plugin started by this host is stopped with it");
     let served = bound.serve(Arc::clone(&host), shutdown_signal()).await;
@@ -166,6 +264,7 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
         .iter()
         .filter(|s| s.state.is_active())
         .count();
+    let _ = std::fs::remove_file(data.root().join(HOST_INFO));
     let stopped = host.shutdown().await;
     eprintln!("stopped {running} plugin(s); host ended");
     served.map_err(Failure::failed)?;

@@ -4,8 +4,10 @@
 //! swaps the details card; a few lines of our own JS apply server-sent
 //! events to the running list. Works offline, no build step.
 //!
-//! Every state change is a POST carrying a CSRF token that must equal the
-//! `plugboard_csrf` cookie (double submit; the cookie is SameSite=Strict).
+//! Every state change is a POST from this server's own origin (checked on
+//! `Origin`, else `Referer`) carrying a CSRF token that this process signed
+//! and that equals the `plugboard_csrf` cookie (SameSite=Strict); see
+//! [`crate::csrf`].
 
 pub mod form;
 pub mod pages;
@@ -29,6 +31,7 @@ use serde_json::{Map, Value};
 use tokio_stream::StreamExt;
 
 use crate::api::{ApiState, constant_time_eq};
+use crate::csrf;
 
 const CSRF_COOKIE: &str = "plugboard_csrf";
 
@@ -85,19 +88,23 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The CSRF token of a request's cookie, or a fresh one to set.
-fn csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    let existing = headers
+fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("plugboard_csrf=").map(str::to_owned))
-        .filter(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()));
-    match existing {
+        .filter_map(|c| c.trim().strip_prefix("plugboard_csrf=").map(str::to_owned))
+        .find(|t| csrf::verify(t))
+}
+
+/// The request's CSRF token when its cookie holds one this process signed,
+/// else a fresh signed one and the cookie to set.
+fn csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match csrf_cookie(headers) {
         Some(t) => (t, None),
         None => {
-            let t = uuid::Uuid::new_v4().simple().to_string();
+            let t = csrf::issue();
             let cookie = HeaderValue::from_str(&format!("{CSRF_COOKIE}={t}; Path=/; SameSite=Strict; HttpOnly")).ok();
             (t, cookie)
         }
@@ -117,7 +124,8 @@ fn fragment(m: Markup) -> Response {
     Html(m.into_string()).into_response()
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// An HTML error page.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         Html(pages::error_page(status.as_u16(), &message.into()).into_string()),
@@ -133,17 +141,20 @@ fn host_error(e: HostError) -> Response {
     error(status, crate::api::ApiError::from(e).to_string())
 }
 
-/// Checks the form's CSRF token against the cookie.
+/// Checks a form POST: sent from this server's origin (or with neither
+/// `Origin` nor `Referer`), with a token this process signed that equals
+/// the cookie.
 fn check_csrf(headers: &HeaderMap, form: &[(String, String)]) -> Result<(), Box<Response>> {
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("plugboard_csrf=").map(str::to_owned));
+    if let Some(why) = csrf::foreign_origin(headers) {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            format!("{why}; nothing was changed"),
+        )));
+    }
+    let cookie = csrf_cookie(headers);
     let given = form.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
     match (cookie, given) {
-        (Some(c), Some(g)) if !c.is_empty() && constant_time_eq(c.as_bytes(), g.as_bytes()) => Ok(()),
+        (Some(c), Some(g)) if csrf::verify(g) && constant_time_eq(c.as_bytes(), g.as_bytes()) => Ok(()),
         _ => Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "this form has no valid CSRF token (reload the page and try again); nothing was changed",
@@ -172,8 +183,18 @@ async fn overview(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     })
 }
 
-fn config_of(s: &ApiState, id: &str) -> Map<String, Value> {
-    s.host.load_config(id).unwrap_or_default()
+/// The saved config as stored (no defaults): a file read under the
+/// registry lock, nothing that depends on the schema's shape.
+fn saved_of(s: &ApiState, id: &str) -> Map<String, Value> {
+    s.host.with_registry(|r| r.config_store().load(id)).unwrap_or_default()
+}
+
+/// The config to show on a card: saved values, the form's defaults (the
+/// form is bounded in size, and built outside every lock), secrets hidden.
+fn card_config(s: &ApiState, p: &PluginInfo) -> Map<String, Value> {
+    let schema = &p.metadata.config_schema;
+    let fields = form::fields(schema);
+    form::redact(schema, &form::with_defaults(&fields, &saved_of(s, &p.unique_id))).config
 }
 
 async fn category(State(s): State<ApiState>, Path(cat): Path<String>, headers: HeaderMap) -> Response {
@@ -187,7 +208,7 @@ async fn category(State(s): State<ApiState>, Path(cat): Path<String>, headers: H
         return error(StatusCode::NOT_FOUND, format!("no plugins in category {cat:?}"));
     };
     let name = s.host.with_registry(|r| r.category_display_name(&cat));
-    let config = config_of(&s, &first.unique_id);
+    let config = card_config(&s, first);
     page(&headers, &name, "overview", |_| {
         pages::category(&name, &plugins, first, &config)
     })
@@ -201,7 +222,7 @@ struct CardQuery {
 async fn card_fragment(State(s): State<ApiState>, Query(q): Query<CardQuery>) -> Response {
     match s.host.plugin(&q.id) {
         Ok(p) => {
-            let config = config_of(&s, &p.unique_id);
+            let config = card_config(&s, &p);
             fragment(pages::card(&p, &config))
         }
         Err(e) => host_error(e),
@@ -213,7 +234,7 @@ async fn plugin_page(State(s): State<ApiState>, Path(id): Path<String>, headers:
         Ok(p) => p,
         Err(e) => return host_error(e),
     };
-    let config = config_of(&s, &id);
+    let config = card_config(&s, &p);
     page(&headers, &p.metadata.title.clone(), "overview", |_| {
         maud::html! {
             (pages::card(&p, &config))
@@ -244,28 +265,30 @@ async fn config_page(
         Ok(p) => p,
         Err(e) => return host_error(e),
     };
-    let fields = form::fields(&p.metadata.config_schema);
-    let saved = s.host.with_registry(|r| r.config_store().load(&id).unwrap_or_default());
+    let schema = &p.metadata.config_schema;
+    let fields = form::fields(schema);
+    let saved = form::redact(schema, &saved_of(&s, &id));
+    // Inputs show their defaults where no value is saved.
     let values = if q.defaults.is_some() {
-        Map::new()
+        form::Redacted::default()
     } else {
-        config_of(&s, &id)
+        saved.clone()
     };
     page(
         &headers,
         &format!("Configure {}", p.metadata.title),
         "overview",
         |csrf| {
-            pages::config_form(
-                &p,
-                &fields,
-                &values,
-                &BTreeMap::new(),
-                &[],
+            pages::config_form(&pages::ConfigView {
+                plugin: &p,
+                fields: &fields,
+                values: &values.config,
+                saved_config: &saved.config,
+                errors: &BTreeMap::new(),
+                general: &[],
                 csrf,
-                q.saved.is_some(),
-                &saved,
-            )
+                saved_notice: q.saved.is_some(),
+            })
         },
     )
 }
@@ -283,48 +306,66 @@ async fn config_submit(
         Ok(p) => p,
         Err(e) => return host_error(e),
     };
-    let fields = form::fields(&p.metadata.config_schema);
-    let saved = s.host.with_registry(|r| r.config_store().load(&id).unwrap_or_default());
-    let (config, mut errors) = form::config_from_form(&fields, &form_pairs, &saved);
+    let schema = &p.metadata.config_schema;
+    let fields = form::fields(schema);
+    let saved_raw = saved_of(&s, &id);
+    let (config, mut errors) = form::config_from_form(&fields, &form_pairs, &saved_raw);
     let mut general = Vec::new();
     if errors.is_empty() {
         match s.host.save_config(&id, &config) {
             Ok(()) => return Redirect::to(&format!("/plugins/{id}/config?saved=1")).into_response(),
             Err(plugboard_core::ConfigError::Invalid { violations, .. }) => {
                 for v in violations {
-                    let field = form::field_of(&v.pointer, &v.reason);
-                    if fields_contain(&fields, &field) {
-                        errors.entry(field).or_insert(v.reason);
-                    } else {
-                        general.push(v.to_string());
+                    let path = form::field_of(&v.pointer, &v.reason);
+                    match form::find_field(&fields, &path) {
+                        Some(f) if f.is_secret() => {
+                            errors.entry(f.path.clone()).or_insert_with(|| {
+                                "the value does not fit the schema (not shown: it is a secret)".into()
+                            });
+                        }
+                        Some(f) if f.path == path => {
+                            errors.entry(f.path.clone()).or_insert(v.reason);
+                        }
+                        Some(f) => {
+                            errors.entry(f.path.clone()).or_insert_with(|| v.to_string());
+                        }
+                        None => general.push(v.to_string()),
                     }
                 }
             }
             Err(e) => general.push(e.to_string()),
         }
     }
+    // Nothing rendered below holds a secret: values are redacted, messages scrubbed.
+    let saved = form::redact(schema, &saved_raw);
+    let shown = form::redact(schema, &config).also(&saved);
+    for m in errors.values_mut() {
+        *m = form::scrub(m, &shown.secrets);
+    }
+    for m in &mut general {
+        *m = form::scrub(m, &shown.secrets);
+    }
     let (token, _) = csrf(&headers);
     let mut resp = Html(
         pages::layout(
             &format!("Configure {}", p.metadata.title),
             "overview",
-            pages::config_form(&p, &fields, &config, &errors, &general, &token, false, &saved),
+            pages::config_form(&pages::ConfigView {
+                plugin: &p,
+                fields: &fields,
+                values: &shown.config,
+                saved_config: &saved.config,
+                errors: &errors,
+                general: &general,
+                csrf: &token,
+                saved_notice: false,
+            }),
         )
         .into_string(),
     )
     .into_response();
     *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     resp
-}
-
-fn fields_contain(fields: &[form::Field], path: &str) -> bool {
-    fields.iter().any(|f| {
-        f.path == path
-            || match &f.kind {
-                form::FieldKind::Object(children) => fields_contain(children, path),
-                _ => false,
-            }
-    })
 }
 
 async fn config_delete(
@@ -404,12 +445,46 @@ async fn running(State(s): State<ApiState>, headers: HeaderMap) -> Response {
 async fn running_events(State(s): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
     let (token, _) = csrf(&headers);
     let interval = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)));
+    let shutdown = s.shutdown.clone();
     let stream = interval.map(move |_| {
         let rows = running_rows(&s);
         let html = pages::running_fragment(&rows, &token, now_ms()).into_string();
         Ok::<Event, Infallible>(Event::default().event("running").data(html))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // The stream ends when the server shuts down, so it never holds shutdown up.
+    Sse::new(UntilShutdown::new(stream, shutdown)).keep_alive(KeepAlive::default())
+}
+
+/// A stream that ends when the server shuts down.
+struct UntilShutdown<S> {
+    inner: S,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    done: bool,
+}
+
+impl<S> UntilShutdown<S> {
+    fn new(inner: S, shutdown: crate::api::Shutdown) -> Self {
+        UntilShutdown {
+            inner,
+            stop: Box::pin(shutdown.wait()),
+            done: false,
+        }
+    }
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for UntilShutdown<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.done || self.stop.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 #[derive(Deserialize)]

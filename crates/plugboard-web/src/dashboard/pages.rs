@@ -155,28 +155,51 @@ pub fn category(
     }
 }
 
-fn input(f: &Field, value: Option<&Value>, error: Option<&String>) -> Markup {
-    let id = format!("f-{}", f.path.replace('.', "-"));
+/// An element id for a field: `f-` and its path, whitespace (not allowed
+/// in ids) escaped.
+fn field_id(path: &str) -> String {
+    let mut id = String::from("f-");
+    for c in path.chars() {
+        if c.is_whitespace() {
+            id.push_str(&format!("~u{:x}~", u32::from(c)));
+        } else {
+            id.push(c);
+        }
+    }
+    id
+}
+
+fn required_mark(f: &Field) -> Markup {
+    html! { @if f.required { span.req title="required" { " *" } } }
+}
+
+/// One field. `value` and `saved` come from redacted configs: a secret is
+/// at most [`super::form::SET`] there, and is never put in an input anyway.
+fn input(f: &Field, value: Option<&Value>, saved: Option<&Value>, errors: &BTreeMap<String, String>) -> Markup {
+    let id = field_id(&f.path);
     let shown = value.or(f.default.as_ref());
+    let error = errors.get(&f.path);
     html! {
         div class={ "field" @if error.is_some() { " invalid" } } {
             @match &f.kind {
                 FieldKind::Object(children) => {
                     fieldset {
-                        legend { (f.label) @if f.required { span.req title="required" { " *" } } }
+                        legend { (f.label) (required_mark(f)) }
                         @if let Some(h) = &f.help { p.help { (h) } }
-                        @for c in children { (input(c, value.and_then(|v| v.get(&c.name)), None)) }
+                        @for c in children {
+                            (input(c, value.and_then(|v| v.get(&c.name)), saved.and_then(|v| v.get(&c.name)), errors))
+                        }
                     }
                 }
                 FieldKind::Boolean => {
-                    input type="hidden" name={ (f.path) ".__present" } value="1";
+                    input type="hidden" name=(super::form::present_key(&f.path)) value="1";
                     label.check {
                         input type="checkbox" id=(id) name=(f.path) checked[shown.and_then(Value::as_bool).unwrap_or(false)];
-                        " " (f.label) @if f.required { span.req title="required" { " *" } }
+                        " " (f.label) (required_mark(f))
                     }
                 }
                 kind => {
-                    label for=(id) { (f.label) @if f.required { span.req title="required" { " *" } } }
+                    label for=(id) { (f.label) (required_mark(f)) }
                     @match kind {
                         FieldKind::Enum(options) => {
                             select id=(id) name=(f.path) {
@@ -197,9 +220,18 @@ fn input(f: &Field, value: Option<&Value>, error: Option<&String>) -> Markup {
                                 @if let Some(Value::Array(items)) = shown { (items.iter().map(display).collect::<Vec<_>>().join("\n")) }
                             }
                         }
-                        FieldKind::Secret => {
-                            input type="password" id=(id) name=(f.path) autocomplete="off"
-                                placeholder=(if value.is_some() { "saved (leave empty to keep)" } else { "" });
+                        FieldKind::Json => {
+                            textarea id=(id) name=(f.path) rows="4" placeholder="JSON" data-kind="json" {
+                                @if let Some(v) = shown { (serde_json::to_string_pretty(v).unwrap_or_default()) }
+                            }
+                        }
+                        FieldKind::Secret(inner) => {
+                            @let placeholder = if saved.is_some() { "set (leave empty to keep)" } else { "" };
+                            @if matches!(**inner, FieldKind::Array(_) | FieldKind::Json) {
+                                textarea id=(id) name=(f.path) autocomplete="off" data-secret="1" rows="3" placeholder=(placeholder) {}
+                            } @else {
+                                input type="password" id=(id) name=(f.path) autocomplete="off" data-secret="1" placeholder=(placeholder);
+                            }
                         }
                         _ => {
                             input type="text" id=(id) name=(f.path) required[f.required] value=[shown.map(display)];
@@ -213,72 +245,62 @@ fn input(f: &Field, value: Option<&Value>, error: Option<&String>) -> Markup {
     }
 }
 
+/// What the config form shows. Every config in it is redacted
+/// ([`super::form::redact`]) and every message scrubbed before it gets here.
+pub struct ConfigView<'a> {
+    /// The plugin.
+    pub plugin: &'a PluginInfo,
+    /// The form's fields.
+    pub fields: &'a [Field],
+    /// The values in the inputs (redacted).
+    pub values: &'a Map<String, Value>,
+    /// The saved config (redacted).
+    pub saved_config: &'a Map<String, Value>,
+    /// Errors by field path.
+    pub errors: &'a BTreeMap<String, String>,
+    /// Errors that belong to no field.
+    pub general: &'a [String],
+    /// The CSRF token for the forms.
+    pub csrf: &'a str,
+    /// Show the "Saved." notice.
+    pub saved_notice: bool,
+}
+
 /// The config form of a plugin.
-#[allow(clippy::too_many_arguments)]
-pub fn config_form(
-    p: &PluginInfo,
-    fields: &[Field],
-    values: &Map<String, Value>,
-    errors: &BTreeMap<String, String>,
-    general: &[String],
-    csrf: &str,
-    saved: bool,
-    saved_config: &Map<String, Value>,
-) -> Markup {
+pub fn config_form(v: &ConfigView<'_>) -> Markup {
+    let p = v.plugin;
     html! {
         h1 { "Configure " (p.metadata.title) }
         p.muted { code { (p.unique_id) } " · " a href={ "/category/" (p.metadata.category) } { "back to " (p.metadata.category) } }
-        @if saved { p.notice.ok id="saved" { "Saved." } }
-        @if !errors.is_empty() || !general.is_empty() {
+        @if v.saved_notice { p.notice.ok id="saved" { "Saved." } }
+        @if !v.errors.is_empty() || !v.general.is_empty() {
             div.notice.bad id="errors" {
                 "Not saved: fix the fields marked below."
-                @for g in general { p { (g) } }
+                @for g in v.general { p { (g) } }
             }
         }
         // novalidate: the server validates against the full schema and shows
         // every error next to its field.
         form.config method="post" novalidate action={ "/plugins/" (p.unique_id) "/config" } {
-            input type="hidden" name="csrf" value=(csrf);
-            @for f in fields { (input(f, super::form::value_at(values, &f.path), errors.get(&f.path))) }
-            @if fields.is_empty() { p.muted { "This plugin has no settings." } }
+            input type="hidden" name="csrf" value=(v.csrf);
+            @for f in v.fields {
+                (input(f, v.values.get(&f.name), v.saved_config.get(&f.name), v.errors))
+            }
+            @if v.fields.is_empty() { p.muted { "This plugin has no settings." } }
             div.actions {
                 button.primary type="submit" id="save" { "Save" }
                 a.button href={ "/plugins/" (p.unique_id) "/config?defaults=1" } { "Reset to defaults" }
             }
         }
         form method="post" action={ "/plugins/" (p.unique_id) "/config/delete" } {
-            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="csrf" value=(v.csrf);
             button.danger type="submit" id="delete" disabled[!p.metadata.is_configured] { "Delete saved config" }
         }
-        @if !saved_config.is_empty() {
+        @if !v.saved_config.is_empty() {
             h2 { "Saved config" }
-            pre id="saved-config" { (redact(saved_config, fields)) }
+            pre id="saved-config" { (serde_json::to_string_pretty(v.saved_config).unwrap_or_default()) }
         }
     }
-}
-
-/// The saved config as JSON with secret values masked.
-fn redact(config: &Map<String, Value>, fields: &[Field]) -> String {
-    let mut c = config.clone();
-    fn walk(c: &mut Map<String, Value>, fields: &[Field]) {
-        for f in fields {
-            match &f.kind {
-                FieldKind::Secret => {
-                    if let Some(v) = c.get_mut(&f.name) {
-                        *v = Value::String("••••••".into());
-                    }
-                }
-                FieldKind::Object(children) => {
-                    if let Some(Value::Object(m)) = c.get_mut(&f.name) {
-                        walk(m, children);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    walk(&mut c, fields);
-    serde_json::to_string_pretty(&c).unwrap_or_default()
 }
 
 /// One row of the running list.
