@@ -6,7 +6,7 @@
 //! * [`supervisor`]: the worker: intent, readiness, the manifest check,
 //!   config, restarts, logs, the call handle — for every mode;
 //! * [`ledger`]: every resource written down (SQLite, WAL) before it exists;
-//! * [`gc`]: a plan of what to end and why, carried out through backends;
+//! * [`gc`](mod@gc): a plan of what to end and why, carried out through backends;
 //! * [`tree`], [`cgroup`], [`zombies`], [`logs`], [`probe`], [`endpoint`],
 //!   [`launch`], [`paths`]: the pieces those use.
 //!
