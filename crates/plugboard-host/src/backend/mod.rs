@@ -111,6 +111,11 @@ pub struct Target {
     pub marker: String,
     /// Its handle, if the row got one.
     pub handle: Option<ResourceHandle>,
+    /// What a sweep just now found carrying the marker: `Some(false)` lets a
+    /// backend skip searching by marker again (gc over many rows); `None`
+    /// when unknown.
+    #[serde(skip)]
+    pub marker_found: Option<bool>,
 }
 
 /// A confirmed stop.

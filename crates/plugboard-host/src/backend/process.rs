@@ -280,6 +280,33 @@ impl Backend for ProcessBackend {
     }
 
     async fn stop(&self, target: &Target, grace: Duration) -> Result<Stopped, BackendError> {
+        // gc over many rows: a fresh sweep found nothing with this marker,
+        // the recorded root is not alive (or is someone else) and no cgroup
+        // of it exists, so there is nothing to end and no tree to walk.
+        if target.marker_found == Some(false) {
+            let (root_alive, reused, cgroups) = match &target.handle {
+                Some(ResourceHandle::Process {
+                    pid,
+                    start_time,
+                    cgroups,
+                }) => {
+                    let p = plugboard_core::process::read_process(*pid).filter(|p| p.is_live());
+                    (
+                        p.as_ref().is_some_and(|p| p.start_time == *start_time),
+                        p.is_some_and(|p| p.start_time != *start_time)
+                            .then(|| format!("pid {pid}")),
+                        cgroups.iter().any(|d| std::path::Path::new(d).exists()),
+                    )
+                }
+                _ => (false, None, true),
+            };
+            if !root_alive && !cgroups {
+                return Ok(Stopped {
+                    identity_reused: reused,
+                    ..Default::default()
+                });
+            }
+        }
         let target = target.clone();
         let done = tokio::task::spawn_blocking(move || {
             let (spec, cgroup) = tree_spec(&target);

@@ -105,9 +105,13 @@ pub async fn gc(
     let live = ledger.live()?;
     let ledger_id = ledger.ledger_id().to_owned();
     let mut swept = Vec::new();
+    let mut swept_ok = HashSet::new();
     for b in backends.all() {
         match b.sweep(&ledger_id).await {
-            Ok(found) => swept.extend(found.into_iter().map(|m| (b.name().to_owned(), m))),
+            Ok(found) => {
+                swept_ok.insert(b.name().to_owned());
+                swept.extend(found.into_iter().map(|m| (b.name().to_owned(), m)));
+            }
             Err(e) => {
                 tracing::warn!(backend = b.name(), error = %e, "sweep failed; its marked resources wait for the next gc")
             }
@@ -128,6 +132,7 @@ pub async fn gc(
         &live,
         &ended,
         &swept,
+        &swept_ok,
         self_host,
         opts.all,
     );

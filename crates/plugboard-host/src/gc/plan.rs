@@ -71,7 +71,9 @@ pub struct GcPlan {
 
 /// Builds the plan. `live` are the ledger's live rows, `ended` the rows
 /// (by id) that exist but have ended, `swept` what each backend found
-/// carrying a marker of this ledger, `self_host` the calling host (its
+/// carrying a marker of this ledger (`swept_ok` names the backends whose
+/// sweep succeeded: for their rows, finding nothing is knowledge),
+/// `self_host` the calling host (its
 /// resources are kept unless `all`).
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
@@ -81,6 +83,7 @@ pub fn plan(
     live: &[ResourceRecord],
     ended: &HashSet<i64>,
     swept: &[(String, Marked)],
+    swept_ok: &HashSet<String>,
     self_host: Option<i64>,
     all: bool,
 ) -> GcPlan {
@@ -118,6 +121,7 @@ pub fn plan(
                 resource_id: Some(r.id),
                 marker: r.marker.clone(),
                 handle: r.handle.clone(),
+                marker_found: swept_ok.contains(&r.backend).then_some(what.is_some()),
             },
             found: what,
             earlier_failure: r.note.clone(),
@@ -152,6 +156,7 @@ pub fn plan(
                     resource_id: Some(row),
                     marker: format!("{ledger_id}:{row}"),
                     handle: None,
+                    marker_found: Some(true),
                 },
                 found: Some(what.join(", ")),
                 earlier_failure: None,
@@ -231,19 +236,50 @@ mod tests {
     fn rows_of_live_hosts_are_kept_and_of_dead_ones_ended() {
         let hosts = [host(1, false), host(2, false)];
         let live = [row(10, 1, true), row(11, 2, true)];
-        let p = plan("L", &hosts, |h| h.id == 1, &live, &HashSet::new(), &[], None, false);
+        let p = plan(
+            "L",
+            &hosts,
+            |h| h.id == 1,
+            &live,
+            &HashSet::new(),
+            &[],
+            &HashSet::new(),
+            None,
+            false,
+        );
         assert_eq!(p.kept, 1);
         assert_eq!(p.actions.len(), 1);
         assert_eq!(p.actions[0].resource_id, Some(11));
         assert_eq!((p.actions[0].reason, p.actions[0].op), (GcReason::HostGone, GcOp::End));
         assert_eq!(p.hosts_to_end, vec![2]);
+        // Nobody swept: whether anything carries the marker is unknown.
+        assert_eq!(p.actions[0].target.marker_found, None);
+    }
+
+    #[test]
+    fn a_successful_sweep_that_found_nothing_is_knowledge() {
+        let hosts = [host(1, true)];
+        let live = [row(10, 1, true)];
+        let ok: HashSet<String> = ["process".to_owned()].into();
+        let p = plan("L", &hosts, |_| false, &live, &HashSet::new(), &[], &ok, None, false);
+        assert_eq!(p.actions[0].target.marker_found, Some(false));
     }
 
     #[test]
     fn all_takes_live_hosts_too_but_never_ends_them() {
         let hosts = [host(1, false)];
         let live = [row(10, 1, true)];
-        let p = plan("L", &hosts, |_| true, &live, &HashSet::new(), &[], None, true);
+        let p = plan(
+            "L",
+            &hosts,
+            |_| true,
+            &live,
+            &HashSet::new(),
+            &[],
+            &HashSet::new(),
+            None,
+            true,
+        );
         assert_eq!(p.actions[0].reason, GcReason::All);
         assert!(p.hosts_to_end.is_empty());
     }
@@ -252,7 +288,17 @@ mod tests {
     fn the_calling_host_counts_as_alive() {
         let hosts = [host(3, false)];
         let live = [row(10, 3, true)];
-        let p = plan("L", &hosts, |_| false, &live, &HashSet::new(), &[], Some(3), false);
+        let p = plan(
+            "L",
+            &hosts,
+            |_| false,
+            &live,
+            &HashSet::new(),
+            &[],
+            &HashSet::new(),
+            Some(3),
+            false,
+        );
         assert_eq!((p.kept, p.actions.len()), (1, 0));
     }
 
@@ -260,7 +306,17 @@ mod tests {
     fn services_not_owned_are_detached_never_ended() {
         let hosts = [host(1, true)];
         let live = [row(10, 1, false)];
-        let p = plan("L", &hosts, |_| false, &live, &HashSet::new(), &[], None, false);
+        let p = plan(
+            "L",
+            &hosts,
+            |_| false,
+            &live,
+            &HashSet::new(),
+            &[],
+            &HashSet::new(),
+            None,
+            false,
+        );
         assert_eq!(p.actions[0].op, GcOp::Detach);
     }
 
@@ -275,7 +331,17 @@ mod tests {
             marked("process", 30, "pid 7"), // no row at all
             marked("docker", 30, "container c"),
         ];
-        let p = plan("L", &hosts, |_| true, &live, &ended, &swept, None, false);
+        let p = plan(
+            "L",
+            &hosts,
+            |_| true,
+            &live,
+            &ended,
+            &swept,
+            &HashSet::new(),
+            None,
+            false,
+        );
         assert_eq!(p.kept, 1);
         let sweeps: Vec<_> = p
             .actions
@@ -304,9 +370,11 @@ mod tests {
             &[r],
             &HashSet::new(),
             &[marked("process", 10, "pid 5")],
+            &["process".to_owned()].into(),
             None,
             false,
         );
+        assert_eq!(p.actions[0].target.marker_found, Some(true));
         assert_eq!(
             p.actions[0].earlier_failure.as_deref(),
             Some("pids [5] survived SIGKILL")

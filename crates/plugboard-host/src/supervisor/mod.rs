@@ -111,6 +111,7 @@ impl Live {
             resource_id: Some(self.rid),
             marker: self.marker.clone(),
             handle: self.handle.clone(),
+            marker_found: None,
         }
     }
 }

@@ -170,6 +170,7 @@ async fn attempt(
         resource_id: Some(rid),
         marker: marker.clone(),
         handle: None,
+        marker_found: None,
     };
     let launched = tokio::select! {
         r = tokio::time::timeout(provision_limit, backend.launch(&plan, &ctx)) => match r {
