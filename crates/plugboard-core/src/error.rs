@@ -92,6 +92,40 @@ pub enum ConfigError {
         /// The JSON type that was given instead.
         found: &'static str,
     },
+    /// The config file is a FIFO, a socket, a device or a directory; it is
+    /// never opened for reading (that could block forever).
+    #[error("config file {} is {kind}, not a regular file; refusing to read it", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead (`"a FIFO (named pipe)"`…).
+        kind: &'static str,
+    },
+    /// The config is larger than [`MAX_CONFIG_BYTES`](crate::config_store::MAX_CONFIG_BYTES)
+    /// serialized (when saving) or on disk (when loading); nothing was written.
+    #[error(
+        "config for {unique_id} is {size} bytes serialized, over the limit of {limit} bytes; \
+        keep large data in files and put their paths in the config"
+    )]
+    TooLarge {
+        /// The plugin.
+        unique_id: String,
+        /// The size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Another writer held the config's lock for longer than the store waits.
+    #[error("config file {} is being changed by another process: its lock {} was still held after {:.1} s; \
+        nothing was written, try again", path.display(), lock.display(), waited.as_secs_f64())]
+    Locked {
+        /// The config file.
+        path: PathBuf,
+        /// The lock file (`.{id}.json.lock` beside it).
+        lock: PathBuf,
+        /// How long the store waited.
+        waited: std::time::Duration,
+    },
     /// The file system refused an operation.
     #[error("cannot {op} {}", path.display())]
     Io {

@@ -21,6 +21,7 @@ pub mod capability;
 pub mod config_store;
 pub mod error;
 pub mod execution_mode;
+pub mod files;
 pub mod helpers;
 pub mod metadata;
 pub mod process;

@@ -359,6 +359,39 @@ impl UnifiedPluginRegistry {
         Ok(())
     }
 
+    /// Read-modify-write of a plugin's saved config under its cross-process
+    /// lock ([`ConfigStore::update`]): `change` edits the saved config (no
+    /// defaults filled; `{}` when none is saved), the result is validated
+    /// against the plugin's schema and saved atomically; marks the plugin
+    /// configured and returns the config as saved. Concurrent updates of
+    /// different keys, from any number of processes, all land. When `change`
+    /// fails nothing is written and its error is returned.
+    ///
+    /// ```
+    /// use plugboard_core::{ConfigError, UnifiedPluginRegistry};
+    /// use serde_json::json;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut registry = UnifiedPluginRegistry::new(dir.path());
+    /// let saved = registry
+    ///     .update_plugin_config("stt_whisper", |c| {
+    ///         c.insert("device".into(), json!("cuda"));
+    ///         Ok::<_, ConfigError>(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(saved["device"], "cuda");
+    /// ```
+    pub fn update_plugin_config<E, F>(&mut self, unique_id: &str, change: F) -> Result<Map<String, Value>, E>
+    where
+        F: FnOnce(&mut Map<String, Value>) -> Result<(), E>,
+        E: From<ConfigError>,
+    {
+        let schema = self.compiled_schema(unique_id)?;
+        let saved = self.store.update(unique_id, schema.as_deref(), change)?;
+        self.set_configured(unique_id, true);
+        Ok(saved)
+    }
+
     /// Deletes the saved config; `Ok(false)` when there was none. Marks the
     /// plugin unconfigured.
     pub fn delete_plugin_config(&mut self, unique_id: &str) -> Result<bool, ConfigError> {

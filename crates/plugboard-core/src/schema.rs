@@ -13,6 +13,14 @@ use crate::error::{ConfigError, Violation};
 /// stops (a guard against recursive schemas).
 const MAX_DEPTH: usize = 32;
 
+/// The most work one [`CompiledSchema::fill_defaults`] does, across all
+/// branches: one unit per schema node visited or `$ref` followed, plus the
+/// size (in JSON values) of every default copied in. A normal schema needs a
+/// few units per property; a schema that refers to itself many times over
+/// (`allOf: [{"$ref": "#"}, {"$ref": "#"}]`) stops here instead of doing
+/// exponential work.
+pub const FILL_DEFAULTS_BUDGET: usize = 100_000;
+
 /// A plugin's config schema, compiled once and reused for every validation.
 ///
 /// ```
@@ -47,7 +55,7 @@ impl CompiledSchema {
     pub fn compile(unique_id: &str, schema: &Value) -> Result<Self, ConfigError> {
         let validator = jsonschema::validator_for(schema).map_err(|e| ConfigError::BadSchema {
             unique_id: unique_id.to_owned(),
-            reason: e.to_string(),
+            reason: schema_fault(schema, &e),
         })?;
         Ok(CompiledSchema {
             raw: schema.clone(),
@@ -91,53 +99,161 @@ impl CompiledSchema {
     /// Adds the schema's `default` for every property missing from `config`,
     /// recursing into nested objects that are present (or that a default
     /// created), following local `$ref`s. Present values are never changed.
-    pub fn fill_defaults(&self, config: &mut Map<String, Value>) {
-        fill_defaults(&self.raw, &self.raw, config, 0);
+    ///
+    /// Bounded for any schema: a schema is not applied again to an object it
+    /// is already being applied to (`allOf: [{"$ref": "#"}]`), an object a
+    /// default created is not filled again by a schema it came from (a
+    /// recursive property with `"default": {}` gets `{}`, not an endless
+    /// tree), and the total work is at most [`FILL_DEFAULTS_BUDGET`]. Returns
+    /// false when the budget ran out before every default was filled.
+    pub fn fill_defaults(&self, config: &mut Map<String, Value>) -> bool {
+        let mut filler = Filler {
+            root: &self.raw,
+            budget: FILL_DEFAULTS_BUDGET,
+            exhausted: false,
+            active: Vec::new(),
+        };
+        filler.fill(&self.raw, config, 0);
+        !filler.exhausted
     }
 }
 
-/// Resolves a local `$ref` (`#/$defs/X`, `#/definitions/X`, any `#/…`
-/// pointer) against the root schema; other schemas are returned as they are.
-fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
-    let mut current = schema;
-    for _ in 0..MAX_DEPTH {
-        match current.get("$ref").and_then(Value::as_str) {
-            Some(r) if r.starts_with('#') => match root.pointer(&r[1..]) {
-                Some(target) => current = target,
-                None => return current,
-            },
-            _ => return current,
-        }
-    }
-    current
-}
-
-fn fill_defaults(root: &Value, schema: &Value, config: &mut Map<String, Value>, depth: usize) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    let schema = resolve(root, schema);
-    // schemars wraps optional nested structs in allOf/anyOf with one $ref.
-    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
-        for part in parts {
-            fill_defaults(root, part, config, depth + 1);
-        }
-    }
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-        return;
+/// Why a schema does not compile, with the JSON pointer of the fault inside
+/// the schema: `at /properties/a/type: …`.
+fn schema_fault(schema: &Value, compile_error: &jsonschema::ValidationError<'_>) -> String {
+    // A meta-schema violation locates the fault by its instance path (the
+    // schema is the instance); a later compile error (a bad regex, a $ref
+    // that resolves nowhere) by its schema path.
+    let (pointer, reason) = match jsonschema::meta::validate(schema) {
+        Err(meta) => (meta.instance_path().as_str().to_owned(), meta.to_string()),
+        Ok(()) => (
+            compile_error.schema_path().as_str().to_owned(),
+            compile_error.to_string(),
+        ),
     };
-    for (name, prop) in props {
-        // A default beside a `$ref` wins over one in the referenced schema.
-        let default = prop.get("default").or_else(|| resolve(root, prop).get("default"));
-        if !config.contains_key(name)
-            && let Some(default) = default
-        {
-            config.insert(name.clone(), default.clone());
-        }
-        if let Some(Value::Object(nested)) = config.get_mut(name) {
-            fill_defaults(root, prop, nested, depth + 1);
+    let at = if pointer.is_empty() {
+        "the root".to_owned()
+    } else {
+        pointer
+    };
+    let reason: String = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("at {at}: {reason}")
+}
+
+/// One default-filling pass: the work left, and the schemas being applied
+/// now (with the object each is applied to), innermost last.
+struct Filler<'a> {
+    root: &'a Value,
+    budget: usize,
+    exhausted: bool,
+    active: Vec<(*const Value, *const Map<String, Value>)>,
+}
+
+impl<'a> Filler<'a> {
+    /// Takes `units` of work; false (and nothing taken) when they are not left.
+    fn spend(&mut self, units: usize) -> bool {
+        if self.budget >= units && !self.exhausted {
+            self.budget -= units;
+            true
+        } else {
+            self.exhausted = true;
+            false
         }
     }
+
+    /// Resolves a local `$ref` (`#/$defs/X`, `#/definitions/X`, any `#/…`
+    /// pointer) against the root schema; other schemas are returned as they
+    /// are. `None` when the budget ran out.
+    fn resolve(&mut self, schema: &'a Value) -> Option<&'a Value> {
+        let mut current = schema;
+        for _ in 0..MAX_DEPTH {
+            match current.get("$ref").and_then(Value::as_str) {
+                Some(r) if r.starts_with('#') => {
+                    if !self.spend(1) {
+                        return None;
+                    }
+                    match self.root.pointer(&r[1..]) {
+                        Some(target) => current = target,
+                        None => return Some(current),
+                    }
+                }
+                _ => return Some(current),
+            }
+        }
+        Some(current)
+    }
+
+    fn fill(&mut self, schema: &'a Value, config: &mut Map<String, Value>, depth: usize) {
+        if depth > MAX_DEPTH || !self.spend(1) {
+            return;
+        }
+        let Some(schema) = self.resolve(schema) else {
+            return;
+        };
+        let here = (schema as *const Value, config as *const Map<String, Value>);
+        if self.active.contains(&here) {
+            return; // this schema is already being applied to this object
+        }
+        self.active.push(here);
+        // schemars wraps optional nested structs in allOf/anyOf with one $ref.
+        if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+            for part in parts {
+                self.fill(part, config, depth + 1);
+            }
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (name, prop) in props {
+                if !self.spend(1) {
+                    break;
+                }
+                let Some(target) = self.resolve(prop) else {
+                    break;
+                };
+                let mut created = false;
+                if !config.contains_key(name) {
+                    // A default beside a `$ref` wins over one in the referenced schema.
+                    if let Some(default) = prop.get("default").or_else(|| target.get("default")) {
+                        if !self.spend(value_size(default, self.budget)) {
+                            break;
+                        }
+                        config.insert(name.clone(), default.clone());
+                        created = true;
+                    }
+                }
+                // A default made by a schema being applied already is not
+                // filled again by it (that would never end).
+                let recursive = created && self.active.iter().any(|&(s, _)| std::ptr::eq(s, target));
+                if let Some(Value::Object(nested)) = config.get_mut(name)
+                    && !recursive
+                {
+                    self.fill(prop, nested, depth + 1);
+                }
+                if self.exhausted {
+                    break;
+                }
+            }
+        }
+        self.active.pop();
+    }
+}
+
+/// How many JSON values `v` holds (itself included), counting no further
+/// than `limit + 1`.
+fn value_size(v: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count > limit {
+            break;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// The JSON Schema of a Rust config type, derived with `schemars`: title

@@ -83,15 +83,20 @@ fn concurrent_writers_in_separate_processes_never_tear() {
     let last = store.load("shared_plugin").unwrap();
     assert_whole(&last);
     assert_eq!(last["round"], 39);
-    // No temp file is left behind by finished writers.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    // No temp file is left behind by finished writers (the lock file stays:
+    // removing it would let two writers lock two different files).
+    let mut leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name())
         .collect();
+    leftovers.sort();
     assert_eq!(
         leftovers,
-        vec![std::ffi::OsString::from("shared_plugin.json")],
+        vec![
+            std::ffi::OsString::from(".shared_plugin.json.lock"),
+            std::ffi::OsString::from("shared_plugin.json")
+        ],
         "seen writers: {seen:?}"
     );
 }
@@ -326,4 +331,280 @@ fn a_broken_schema_is_reported() {
         err.contains("stt_bad") && err.contains("not a valid JSON Schema"),
         "{err}"
     );
+}
+
+// ---- Issue 10: read-modify-write under a lock, size limit, FIFOs ----
+
+/// Set in a re-executed copy of this test binary to make it an updater.
+const UPDATER_ENV: &str = "PLUGBOARD_TEST_UPDATER";
+
+/// Runs as a child process when UPDATER_ENV is set: waits for the go file,
+/// then appends each round's number to its own key, one locked update per
+/// round.
+#[test]
+fn updater_child() {
+    let Ok(spec) = std::env::var(UPDATER_ENV) else { return };
+    let mut parts = spec.split(',');
+    let dir = parts.next().unwrap().to_owned();
+    let key = parts.next().unwrap().to_owned();
+    let rounds: u64 = parts.next().unwrap().parse().unwrap();
+    let go = Path::new(&dir).join("go");
+    while !go.exists() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let store = ConfigStore::new(&dir);
+    for round in 0..rounds {
+        store
+            .update("shared_plugin", None, |c| {
+                let list = c.entry(key.clone()).or_insert_with(|| json!([]));
+                list.as_array_mut().unwrap().push(json!(round));
+                Ok::<_, ConfigError>(())
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn concurrent_config_set_keeps_every_key_defect_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = 10;
+    let mut children: Vec<(String, Child)> = (0..8)
+        .map(|i| {
+            let key = format!("key{i}");
+            let child = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "updater_child", "--nocapture", "--test-threads=1"])
+                .env(UPDATER_ENV, format!("{},{key},{rounds}", dir.path().display()))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            (key, child)
+        })
+        .collect();
+    // All eight start their read-modify-writes at once.
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    for (key, child) in &mut children {
+        assert!(child.wait().unwrap().success(), "updater {key} failed");
+    }
+    let config = ConfigStore::new(dir.path()).load("shared_plugin").unwrap();
+    for (key, _) in &children {
+        let rounds_seen: Vec<u64> = config[key.as_str()]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} was lost: {config:?}"))
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            rounds_seen,
+            (0..rounds).collect::<Vec<_>>(),
+            "updates of {key} were lost"
+        );
+    }
+    assert_eq!(config.len(), 8);
+}
+
+#[test]
+fn concurrent_registry_updates_from_threads_keep_every_key_defect_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let dir = dir.path().to_path_buf();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut registry = plugboard_core::UnifiedPluginRegistry::new(dir);
+                barrier.wait();
+                registry
+                    .update_plugin_config("stt_whisper", |c| {
+                        c.insert(format!("key{i}"), json!(i));
+                        Ok::<_, ConfigError>(())
+                    })
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let config = ConfigStore::new(dir.path()).load("stt_whisper").unwrap();
+    let keys: Vec<&String> = config.keys().collect();
+    assert_eq!(keys.len(), 8, "{config:?}");
+}
+
+#[test]
+fn an_update_that_fails_or_is_invalid_writes_nothing_defect_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConfigStore::new(dir.path());
+    store.save("stt_whisper", &obj(json!({"device": "cpu"})), None).unwrap();
+    #[derive(Debug)]
+    enum Mine {
+        Refused,
+        Config(ConfigError),
+    }
+    impl From<ConfigError> for Mine {
+        fn from(e: ConfigError) -> Self {
+            Mine::Config(e)
+        }
+    }
+    let r = store.update("stt_whisper", None, |c| {
+        c.insert("device".into(), json!("cuda"));
+        Err(Mine::Refused)
+    });
+    assert!(matches!(r, Err(Mine::Refused)));
+    let r = store.update("stt_whisper", Some(&schema()), |c| {
+        c.insert("device".into(), json!("tpu"));
+        Ok::<_, Mine>(())
+    });
+    assert!(matches!(r, Err(Mine::Config(ConfigError::Invalid { .. }))), "{r:?}");
+    assert_eq!(store.load("stt_whisper").unwrap(), obj(json!({"device": "cpu"})));
+}
+
+#[test]
+fn a_held_lock_times_out_with_a_clear_error_defect_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            ConfigStore::new(dir)
+                .update("stt_whisper", None, |_| {
+                    locked_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok::<_, ConfigError>(())
+                })
+                .unwrap();
+        })
+    };
+    locked_rx.recv().unwrap();
+    let impatient = ConfigStore::new(dir.path()).with_lock_timeout(Duration::from_millis(100));
+    let err = impatient
+        .update("stt_whisper", None, |_| Ok::<_, ConfigError>(()))
+        .unwrap_err();
+    let ConfigError::Locked { path, lock, .. } = &err else {
+        panic!("expected Locked, got {err:?}");
+    };
+    assert_eq!(path, &dir.path().join("stt_whisper.json"));
+    assert_eq!(lock, &dir.path().join(".stt_whisper.json.lock"));
+    let text = err.to_string();
+    assert!(
+        text.contains("stt_whisper.json") && text.contains("another process"),
+        "{text}"
+    );
+    assert!(matches!(
+        impatient.save("stt_whisper", &Map::new(), None),
+        Err(ConfigError::Locked { .. })
+    ));
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    // Released: the next writer goes through, and the lock file is no config.
+    impatient.save("stt_whisper", &Map::new(), None).unwrap();
+    assert_eq!(ConfigStore::new(dir.path()).ids().unwrap(), ["stt_whisper"]);
+}
+
+#[test]
+fn configs_over_the_size_limit_are_refused_at_save_defect_13() {
+    use plugboard_core::config_store::MAX_CONFIG_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConfigStore::new(dir.path());
+    let small = obj(json!({"device": "cpu"}));
+    store.save("stt_whisper", &small, None).unwrap();
+    let big = obj(json!({"blob": "x".repeat(MAX_CONFIG_BYTES)}));
+    let err = store.save("stt_whisper", &big, None).unwrap_err();
+    let ConfigError::TooLarge { size, limit, .. } = &err else {
+        panic!("expected TooLarge, got {err:?}");
+    };
+    assert!(*size > MAX_CONFIG_BYTES as u64);
+    assert_eq!(*limit, MAX_CONFIG_BYTES as u64);
+    let text = err.to_string();
+    assert!(
+        text.contains(&size.to_string()) && text.contains(&MAX_CONFIG_BYTES.to_string()),
+        "{text}"
+    );
+    assert_eq!(store.load("stt_whisper").unwrap(), small, "the old file stays");
+    // The same through update, and a file made too large by hand is not loaded.
+    let err = store
+        .update("stt_whisper", None, |c| {
+            c.insert("blob".into(), json!("x".repeat(MAX_CONFIG_BYTES)));
+            Ok::<_, ConfigError>(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+    let mut text = String::from("{\"blob\": \"");
+    text.push_str(&"x".repeat(MAX_CONFIG_BYTES));
+    text.push_str("\"}");
+    std::fs::write(dir.path().join("stt_whisper.json"), text).unwrap();
+    assert!(matches!(store.load("stt_whisper"), Err(ConfigError::TooLarge { .. })));
+    // Just under the limit is fine.
+    let fits = obj(json!({"blob": "x".repeat(MAX_CONFIG_BYTES - 64)}));
+    store.save("stt_whisper", &fits, None).unwrap();
+    assert_eq!(store.load("stt_whisper").unwrap(), fits);
+}
+
+/// Runs `f` on another thread; fails the test (instead of hanging it) when
+/// `f` has not returned in 20 s.
+fn within_20s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} did not return within 20 s"))
+}
+
+#[test]
+fn a_fifo_config_file_is_refused_without_blocking_defect_11() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stt_whisper.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let store = ConfigStore::new(dir.path());
+    let s = store.clone();
+    let err = within_20s("loading a FIFO config", move || s.load("stt_whisper")).unwrap_err();
+    let ConfigError::NotAFile { path, kind } = &err else {
+        panic!("expected NotAFile, got {err:?}");
+    };
+    assert_eq!(path, &fifo);
+    assert!(kind.contains("FIFO"), "{kind}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&fifo.display().to_string()) && text.contains("FIFO"),
+        "{text}"
+    );
+    // Through the registry (defaults) and a read-modify-write too.
+    let s = store.clone();
+    let r = within_20s("updating a FIFO config", move || {
+        s.update("stt_whisper", None, |_| Ok::<_, ConfigError>(()))
+    });
+    assert!(matches!(r, Err(ConfigError::NotAFile { .. })), "{r:?}");
+    let d = dir.path().to_path_buf();
+    let r = within_20s("registry load of a FIFO config", move || {
+        plugboard_core::UnifiedPluginRegistry::new(d).load_plugin_config("stt_whisper")
+    });
+    assert!(matches!(r, Err(ConfigError::NotAFile { .. })), "{r:?}");
+    // A directory and a socket are refused the same way.
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::create_dir(&fifo).unwrap();
+    assert!(matches!(
+        store.load("stt_whisper"),
+        Err(ConfigError::NotAFile {
+            kind: "a directory",
+            ..
+        })
+    ));
+    std::fs::remove_dir(&fifo).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(&fifo).unwrap();
+    assert!(matches!(
+        store.load("stt_whisper"),
+        Err(ConfigError::NotAFile { kind: "a socket", .. })
+    ));
+}
+
+#[test]
+fn a_symlinked_config_file_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("elsewhere.json.txt");
+    std::fs::write(&real, b"{\"device\": \"cuda\"}").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("stt_whisper.json")).unwrap();
+    let store = ConfigStore::new(dir.path());
+    assert_eq!(store.load("stt_whisper").unwrap(), obj(json!({"device": "cuda"})));
 }

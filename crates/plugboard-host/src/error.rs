@@ -233,10 +233,100 @@ pub enum HostError {
     Ledger(#[from] LedgerError),
 }
 
+/// The most worker stderr a start error carries, in bytes: its last lines.
+const MAX_TAIL_BYTES: usize = 2048;
+
+/// The last stderr lines of a worker for an error message: control
+/// characters and terminal escape sequences removed, at most
+/// [`MAX_TAIL_BYTES`] (the last lines; an over-long last line keeps its end).
 fn tail_text(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!("; stderr: {}", lines.join(" | "))
+    let cleaned: Vec<String> = lines.iter().map(|l| printable(l)).filter(|l| !l.is_empty()).collect();
+    let mut kept: Vec<String> = Vec::new();
+    let mut total = 0;
+    for line in cleaned.iter().rev() {
+        let cost = line.len() + if kept.is_empty() { 0 } else { 3 };
+        if total + cost <= MAX_TAIL_BYTES {
+            kept.push(line.clone());
+            total += cost;
+            continue;
+        }
+        if kept.is_empty() {
+            let mut start = line.len() - MAX_TAIL_BYTES;
+            while !line.is_char_boundary(start) {
+                start += 1;
+            }
+            kept.push(format!("…{}", &line[start..]));
+        }
+        break;
     }
+    if kept.is_empty() {
+        return String::new();
+    }
+    kept.reverse();
+    let shown = if kept.len() < cleaned.len() {
+        format!(" (last {} of {} lines)", kept.len(), cleaned.len())
+    } else {
+        String::new()
+    };
+    format!("; stderr{shown}: {}", kept.join(" | "))
+}
+
+/// `s` as a terminal would leave it readable in one line: ANSI escape
+/// sequences (CSI, OSC and the like, nF, two-byte ones) and other control characters
+/// removed, bidirectional overrides removed, tabs as spaces, and only what
+/// follows the last carriage return (progress bars redraw with `\r`).
+fn printable(s: &str) -> String {
+    let s = s.trim_end_matches(['\r', '\n']);
+    let s = s.rsplit('\r').next().unwrap_or(s);
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates, then one final byte.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: up to BEL or ESC \.
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            if chars.peek() == Some(&'\\') {
+                                chars.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                // nF: intermediates, then one final byte (`ESC ( B`).
+                Some('\u{20}'..='\u{2f}') => {
+                    for c in chars.by_ref() {
+                        if !('\u{20}'..='\u{2f}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                _ => {} // a two-byte escape (or a lone ESC at the end)
+            },
+            '\u{9b}' => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out.trim().to_owned()
 }

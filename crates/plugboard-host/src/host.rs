@@ -55,12 +55,20 @@ pub struct PluginInfo {
 
 /// Builds the core registry from a catalog: one manifest manager per
 /// category, configs in `config_dir`. Needs no running host.
+///
+/// The plugins dirs are scanned once; each category's manager gets its share
+/// of that scan. Problems are in the returned catalog, for the caller to
+/// report once.
 pub fn registry_for(plugin_dirs: &[PathBuf], config_dir: PathBuf) -> (UnifiedPluginRegistry, Catalog) {
     let catalog = Catalog::scan(plugin_dirs);
+    let mut by_category: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
+    for m in &catalog.manifests {
+        by_category.entry(m.category.as_str()).or_default().push(m.clone());
+    }
     let mut registry = UnifiedPluginRegistry::new(config_dir);
-    for category in catalog.categories() {
-        let manager = ManifestManager::new(plugin_dirs.to_vec()).for_category(&category);
-        if let Err(e) = registry.register_plugin_manager(&category, manager, None, true) {
+    for (category, manifests) in by_category {
+        let manager = ManifestManager::from_manifests(manifests).for_category(category);
+        if let Err(e) = registry.register_plugin_manager(category, manager, None, true) {
             tracing::warn!(error = %e, "cannot register category");
         }
     }

@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use plugboard_core::files::{FileError, read_regular_file};
 use plugboard_core::{CapabilityError, ExecutionMode, PluginManager, PluginMetadata};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +22,12 @@ pub const MANIFEST_FILE: &str = "plugin.toml";
 
 /// How deep discovery descends below a search path looking for manifests.
 pub const MAX_SEARCH_DEPTH: usize = 4;
+
+/// The largest `plugin.toml` read, in bytes (1 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// The largest `config_schema_file` read, in bytes (4 MiB).
+pub const MAX_SCHEMA_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How the host knows a worker is up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -201,13 +209,16 @@ fn valid_name(s: &str) -> bool {
 }
 
 impl Manifest {
-    /// Reads and checks one manifest file.
+    /// Reads and checks one manifest file. A path that is not a regular file
+    /// (a FIFO, a device) is refused without blocking, and so is a
+    /// `config_schema_file` that is not one.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let err = |reason: String| ManifestError {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let bytes = read_regular_file(path, MAX_MANIFEST_BYTES).map_err(|e| err(file_problem(&e)))?;
+        let text = String::from_utf8(bytes).map_err(|e| err(format!("is not UTF-8 text: {e}")))?;
         Manifest::parse(path, &text)
     }
 
@@ -228,28 +239,36 @@ impl Manifest {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let config_schema = match (raw.config_schema, raw.config_schema_file) {
             (Some(_), Some(_)) => return Err(err("give [config_schema] or config_schema_file, not both".into())),
-            (Some(table), None) => {
-                serde_json::to_value(table).map_err(|e| err(format!("[config_schema] is not JSON-compatible: {e}")))?
-            }
+            (Some(table), None) => (
+                "[config_schema]".to_owned(),
+                serde_json::to_value(table).map_err(|e| err(format!("[config_schema] is not JSON-compatible: {e}")))?,
+            ),
             (None, Some(file)) => {
                 let full = dir.join(&file);
-                let text = std::fs::read_to_string(&full)
-                    .map_err(|e| err(format!("config_schema_file {}: cannot read: {e}", full.display())))?;
-                serde_json::from_str(&text).map_err(|e| {
+                let bytes = read_regular_file(&full, MAX_SCHEMA_FILE_BYTES)
+                    .map_err(|e| err(format!("config_schema_file {} {}", full.display(), file_problem(&e))))?;
+                let value = serde_json::from_slice(&bytes).map_err(|e| {
                     err(format!(
                         "config_schema_file {} is not JSON (line {}, column {}): {e}",
                         full.display(),
                         e.line(),
                         e.column()
                     ))
-                })?
+                })?;
+                (format!("config_schema_file {}", full.display()), value)
             }
-            (None, None) => serde_json::json!({"type": "object", "properties": {}}),
+            (None, None) => (String::new(), serde_json::json!({"type": "object", "properties": {}})),
         };
+        let (schema_source, config_schema) = config_schema;
         if let Err(e) =
             plugboard_core::CompiledSchema::compile(&format!("{}_{}", raw.category, raw.name), &config_schema)
         {
-            return Err(err(e.to_string()));
+            let e = one_line(&e.to_string());
+            return Err(err(if schema_source.is_empty() {
+                e
+            } else {
+                format!("{schema_source}: {e}")
+            }));
         }
         if let Ready::LogLine(re) = &raw.ready
             && let Err(e) = regex::Regex::new(re)
@@ -325,6 +344,15 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// Why a file could not be read, without its path (the caller names it).
+fn file_problem(e: &FileError) -> String {
+    match e {
+        FileError::NotRegular { kind, .. } => format!("is {kind}, not a regular file; refusing to read it"),
+        FileError::TooLarge { size, limit, .. } => format!("is {size} bytes, over the limit of {limit} bytes"),
+        FileError::Io { source, .. } => format!("cannot be read: {source}"),
+    }
+}
+
 /// Messages may span several lines; keep them on one.
 fn one_line(s: &str) -> String {
     s.lines()
@@ -346,21 +374,32 @@ pub struct Catalog {
 impl Catalog {
     /// Scans each search path: a `plugin.toml` in the path itself, or in
     /// folders below it (up to [`MAX_SEARCH_DEPTH`], hidden folders skipped,
-    /// not descending below a folder that has one). A missing search path is
-    /// a problem too.
+    /// not descending below a folder that has one). Symbolic links to folders
+    /// are followed; each folder is scanned once (by device and inode), a
+    /// link that leads back to a folder being scanned (a loop), a folder
+    /// reached a second time and a broken link are problems. A missing search
+    /// path is a problem too.
     pub fn scan(search_paths: &[PathBuf]) -> Catalog {
-        let mut found = Vec::new();
-        let mut problems = Vec::new();
+        let mut walker = Walker::default();
         for root in search_paths {
-            if !root.is_dir() {
-                problems.push(ManifestError {
-                    path: root.clone(),
-                    reason: "plugins directory does not exist or is not a directory".into(),
-                });
-                continue;
+            let meta = match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => m,
+                _ => {
+                    walker.problems.push(ManifestError {
+                        path: root.clone(),
+                        reason: "plugins directory does not exist or is not a directory".into(),
+                    });
+                    continue;
+                }
+            };
+            if walker.first_visit(root, &meta) {
+                let mut ancestors = vec![((meta.dev(), meta.ino()), root.clone())];
+                walker.walk(root, 0, &mut ancestors);
             }
-            walk(root, 0, &mut found, &mut problems);
         }
+        let Walker {
+            found, mut problems, ..
+        } = walker;
         let mut manifests: Vec<Manifest> = Vec::new();
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
         for path in found {
@@ -380,6 +419,12 @@ impl Catalog {
                 Err(e) => problems.push(e),
             }
         }
+        tracing::debug!(
+            dirs = search_paths.len(),
+            manifests = manifests.len(),
+            problems = problems.len(),
+            "scanned plugins dirs"
+        );
         Catalog { manifests, problems }
     }
 
@@ -397,45 +442,114 @@ impl Catalog {
     }
 }
 
-fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>, problems: &mut Vec<ManifestError>) {
-    let candidate = dir.join(MANIFEST_FILE);
-    if candidate.is_file() {
-        found.push(candidate);
-        return;
-    }
-    if depth >= MAX_SEARCH_DEPTH {
-        return;
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            problems.push(ManifestError {
-                path: dir.to_path_buf(),
-                reason: format!("cannot list: {e}"),
+/// A folder's identity: device and inode.
+type FolderId = (u64, u64);
+
+/// The state of one scan: manifests found, problems, and every folder
+/// entered (so that links cannot make a folder scanned twice or forever).
+#[derive(Default)]
+struct Walker {
+    found: Vec<PathBuf>,
+    problems: Vec<ManifestError>,
+    visited: HashMap<FolderId, PathBuf>,
+}
+
+impl Walker {
+    /// Records a folder about to be scanned; false (and a problem) when it
+    /// was scanned already under another path.
+    fn first_visit(&mut self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        let id = (meta.dev(), meta.ino());
+        if let Some(first) = self.visited.get(&id) {
+            self.problems.push(ManifestError {
+                path: path.to_path_buf(),
+                reason: format!("is the same folder as {} (scanned once)", first.display()),
             });
+            return false;
+        }
+        self.visited.insert(id, path.to_path_buf());
+        true
+    }
+
+    fn walk(&mut self, dir: &Path, depth: usize, ancestors: &mut Vec<(FolderId, PathBuf)>) {
+        let candidate = dir.join(MANIFEST_FILE);
+        // symlink_metadata first: a dangling or looping link named plugin.toml
+        // is reported by Manifest::load, anything else that exists is loaded.
+        if std::fs::symlink_metadata(&candidate).is_ok() {
+            self.found.push(candidate);
             return;
         }
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    for d in dirs {
-        walk(&d, depth + 1, found, problems);
+        if depth >= MAX_SEARCH_DEPTH {
+            return;
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                self.problems.push(ManifestError {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot list: {e}"),
+                });
+                return;
+            }
+        };
+        let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(t) = entry.file_type() else { continue };
+            let path = entry.path();
+            if t.is_dir() {
+                if let Ok(m) = entry.metadata() {
+                    dirs.push((path, m));
+                }
+            } else if t.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_dir() => dirs.push((path, m)),
+                    Ok(_) => {} // a link to a file: not a plugin folder
+                    Err(e) => self.problems.push(ManifestError {
+                        reason: match std::fs::read_link(&path) {
+                            Ok(target) => format!("broken symbolic link to {}: {e}", target.display()),
+                            Err(_) => format!("broken symbolic link: {e}"),
+                        },
+                        path,
+                    }),
+                }
+            }
+        }
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, meta) in dirs {
+            let id = (meta.dev(), meta.ino());
+            if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
+                self.problems.push(ManifestError {
+                    reason: format!("symbolic link loop: leads back to {}; not followed", ancestor.display()),
+                    path,
+                });
+                continue;
+            }
+            if !self.first_visit(&path, &meta) {
+                continue;
+            }
+            ancestors.push((id, path.clone()));
+            self.walk(&path, depth + 1, ancestors);
+            ancestors.pop();
+        }
     }
 }
 
 /// A core [`PluginManager`] over manifests: discovery reads `plugin.toml`
 /// files and starts nothing. Optionally limited to one category, since the
 /// registry registers one manager per category.
+///
+/// A manager made with [`new`](Self::new) scans its search paths at each
+/// discovery; one made with [`from_manifests`](Self::from_manifests) serves
+/// manifests scanned already, so that one scan feeds every category
+/// ([`registry_for`](crate::registry_for) does that).
 #[derive(Debug, Clone)]
 pub struct ManifestManager {
     search_paths: Vec<PathBuf>,
     category: Option<String>,
     catalog: Catalog,
+    prescanned: bool,
 }
 
 impl ManifestManager {
@@ -445,6 +559,22 @@ impl ManifestManager {
             search_paths,
             category: None,
             catalog: Catalog::default(),
+            prescanned: false,
+        }
+    }
+
+    /// A manager over manifests scanned already (typically one category's
+    /// share of a [`Catalog`]): discovery reads no file and reports no
+    /// problem (the scan's caller reports those, once).
+    pub fn from_manifests(manifests: Vec<Manifest>) -> Self {
+        ManifestManager {
+            search_paths: Vec::new(),
+            category: None,
+            catalog: Catalog {
+                manifests,
+                problems: Vec::new(),
+            },
+            prescanned: true,
         }
     }
 
@@ -459,7 +589,8 @@ impl ManifestManager {
         &self.catalog
     }
 
-    /// The problems of the last discovery.
+    /// The problems of the last discovery (none for a manager made with
+    /// [`from_manifests`](Self::from_manifests)).
     pub fn problems(&self) -> &[ManifestError] {
         &self.catalog.problems
     }
@@ -467,16 +598,16 @@ impl ManifestManager {
 
 impl PluginManager for ManifestManager {
     fn discover_plugins(&mut self) -> Result<Vec<PluginMetadata>, CapabilityError> {
-        let mut catalog = Catalog::scan(&self.search_paths);
+        if !self.prescanned {
+            self.catalog = Catalog::scan(&self.search_paths);
+            for p in &self.catalog.problems {
+                tracing::warn!(path = %p.path.display(), reason = %p.reason, "bad plugin manifest");
+            }
+        }
         if let Some(c) = &self.category {
-            catalog.manifests.retain(|m| &m.category == c);
+            self.catalog.manifests.retain(|m| &m.category == c);
         }
-        for p in &catalog.problems {
-            tracing::warn!(path = %p.path.display(), reason = %p.reason, "bad plugin manifest");
-        }
-        let out = catalog.manifests.iter().map(Manifest::metadata).collect();
-        self.catalog = catalog;
-        Ok(out)
+        Ok(self.catalog.manifests.iter().map(Manifest::metadata).collect())
     }
 
     fn config_schema(&self, name: &str) -> Option<Value> {

@@ -241,6 +241,10 @@ def _handler(state):
         def log_message(self, fmt, *args):
             pass
 
+        def send_response(self, code, message=None):
+            self._answered = True
+            super().send_response(code, message)
+
         def _send(self, status, body, content_type="application/json", close=False):
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -279,40 +283,136 @@ def _handler(state):
             return True
 
         def _body(self):
-            length = self.headers.get("Content-Length")
-            try:
-                n = int(length) if length is not None else 0
-            except ValueError:
-                self._refuse(400, "bad_request", "Content-Length is not a number")
-                return _INVALID
-            if n < 0:
-                self._refuse(400, "bad_request", "Content-Length is negative")
-                return _INVALID
-            if n > MAX_REQUEST_BYTES:
-                self._refuse(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
-                return _INVALID
-            raw = self.rfile.read(n)
+            te = self.headers.get("Transfer-Encoding")
+            if te is not None:
+                if self.headers.get("Content-Length") is not None:
+                    # Both framings: refuse (and close) rather than guess
+                    # where this request ends and the next one starts.
+                    self._refuse(400, "bad_request", "request has both Transfer-Encoding and Content-Length")
+                    return _INVALID
+                codings = [c.strip().lower() for c in te.split(",") if c.strip()]
+                if codings != ["chunked"]:
+                    self._refuse(
+                        400,
+                        "bad_request",
+                        f"unsupported Transfer-Encoding {te.strip()!r}: send Content-Length or chunked",
+                    )
+                    return _INVALID
+                raw = self._read_chunked()
+                if raw is _INVALID:
+                    return _INVALID
+            else:
+                length = self.headers.get("Content-Length")
+                try:
+                    n = int(length) if length is not None else 0
+                except ValueError:
+                    self._refuse(400, "bad_request", "Content-Length is not a number")
+                    return _INVALID
+                if n < 0:
+                    self._refuse(400, "bad_request", "Content-Length is negative")
+                    return _INVALID
+                if n > MAX_REQUEST_BYTES:
+                    self._refuse(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+                    return _INVALID
+                raw = self.rfile.read(n)
+                if len(raw) < n:
+                    self._refuse(400, "bad_request", f"request body ended after {len(raw)} of {n} bytes")
+                    return _INVALID
             try:
                 return json.loads(raw.decode("utf-8"))
+            except RecursionError:
+                # The body was read whole, so the connection stays usable.
+                self._error(400, "bad_request", "request body is not valid: JSON nested too deeply")
+                return _INVALID
             except (ValueError, UnicodeDecodeError) as e:
                 self._error(400, "bad_request", f"request body is not valid: {e}")
                 return _INVALID
 
+        def _read_chunked(self):
+            """The body of a ``Transfer-Encoding: chunked`` request, at most
+            MAX_REQUEST_BYTES; answers (and closes) and returns _INVALID when
+            it is malformed or too large."""
+            parts = []
+            total = 0
+            while True:
+                line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+                if len(line) > _MAX_CHUNK_LINE or not line.endswith(b"\n"):
+                    self._refuse(400, "bad_request", "chunked body: a chunk-size line is missing or too long")
+                    return _INVALID
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    if not size_text or size_text.lstrip(b"0123456789abcdefABCDEF"):
+                        raise ValueError
+                    size = int(size_text, 16)
+                except ValueError:
+                    self._refuse(400, "bad_request", "chunked body: a chunk size is not a hexadecimal number")
+                    return _INVALID
+                if size == 0:
+                    break
+                total += size
+                if total > MAX_REQUEST_BYTES:
+                    self._refuse(413, "too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+                    return _INVALID
+                data = self.rfile.read(size)
+                if len(data) < size or self.rfile.read(2) != b"\r\n":
+                    self._refuse(400, "bad_request", "chunked body: a chunk is shorter than its size")
+                    return _INVALID
+                parts.append(data)
+            # Trailer fields (ignored) up to the empty line, bounded.
+            for _ in range(_MAX_TRAILERS + 1):
+                line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+                if line in (b"\r\n", b"\n"):
+                    return b"".join(parts)
+                if not line or len(line) > _MAX_CHUNK_LINE:
+                    break
+            self._refuse(400, "bad_request", "chunked body: the trailer section does not end")
+            return _INVALID
+
+        def _guarded(self, handle):
+            # Whatever a request does, it gets an answer in the protocol's
+            # JSON and the worker keeps serving.
+            self._answered = False
+            try:
+                handle()
+            except RecursionError:
+                if not self._answered:
+                    self._error(400, "bad_request", "request body is not valid: JSON nested too deeply", close=True)
+                else:
+                    self.close_connection = True
+            except Exception as e:
+                if not self._answered:
+                    self._error(500, "plugin_error", f"{type(e).__name__}: {e}", close=True)
+                else:
+                    self.close_connection = True
+
         def do_GET(self):
+            self._guarded(self._get)
+
+        def do_POST(self):
+            self._guarded(self._post)
+
+        def _get(self):
             if not self._gate():
                 return
+            # A body on a GET is never read: close after answering rather than
+            # parse it as the next request.
+            close = self.headers.get("Transfer-Encoding") is not None or self.headers.get(
+                "Content-Length", "0"
+            ).strip() not in ("", "0")
             if self.path == "/v1/manifest":
-                self._send(200, state.worker.manifest())
+                self._send(200, state.worker.manifest(), close=close)
             elif self.path == "/v1/health":
                 with state.lock:
                     active = len(state.calls)
-                self._send(200, {"status": "ok", "protocol_version": PROTOCOL_VERSION, "active_calls": active})
+                self._send(
+                    200, {"status": "ok", "protocol_version": PROTOCOL_VERSION, "active_calls": active}, close=close
+                )
             elif self.path in _POST_PATHS:
-                self._error(405, "method_not_allowed", f"{self.path} takes POST, not GET")
+                self._error(405, "method_not_allowed", f"{self.path} takes POST, not GET", close=close)
             else:
-                self._error(404, "not_found", f"no endpoint {self.path}")
+                self._error(404, "not_found", f"no endpoint {self.path}", close=close)
 
-        def do_POST(self):
+        def _post(self):
             if not self._gate():
                 return
             if self.path in ("/v1/manifest", "/v1/health"):
@@ -407,6 +507,11 @@ def _handler(state):
 # Returned by the body reader after it has already answered with an error
 # (a JSON null body is a valid body, so None cannot mean that).
 _INVALID = object()
+
+# Bounds of a chunked request body's framing: one chunk-size or trailer line,
+# and the number of trailer lines.
+_MAX_CHUNK_LINE = 4096
+_MAX_TRAILERS = 64
 
 _POST_PATHS = ("/v1/config/validate", "/v1/config/apply", "/v1/execute", "/v1/execute/stream", "/v1/cancel", "/v1/shutdown")
 

@@ -166,6 +166,86 @@ class SdkTest(unittest.TestCase):
         self.assertEqual(validate(schema, {"a": "y"})[0]["pointer"], "/a")
         self.assertEqual(validate({"type": "integer"}, True)[0]["pointer"], "")
 
+    # Raw sockets: these requests are ones http.client would not send as is.
+
+    def raw(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(self.sock)
+        return sock, sock.makefile("rb")
+
+    @staticmethod
+    def read_response(reader):
+        """(status, headers, body) of one Content-Length-framed answer; None if the peer closed."""
+        status_line = reader.readline()
+        if not status_line:
+            return None
+        status = int(status_line.split()[1])
+        headers = {}
+        while True:
+            line = reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = reader.read(int(headers.get("content-length", "0")))
+        return status, headers, body
+
+    def head(self, method, path, extra=""):
+        return f"{method} {path} HTTP/1.1\r\nHost: w\r\nAuthorization: Bearer secret\r\n{extra}".encode()
+
+    def test_deeply_nested_body_answers_400_defect_17(self):
+        sock, reader = self.raw()
+        with sock, reader:
+            for path, body in (
+                ("/v1/execute", b'{"input": ' + b"[" * 10000 + b"]" * 10000 + b"}"),
+                ("/v1/config/validate", b'{"scale": ' + b'{"a": ' * 10000 + b"1" + b"}" * 10000 + b"}"),
+            ):
+                sock.sendall(self.head("POST", path, f"Content-Length: {len(body)}\r\n\r\n") + body)
+                status, _, raw = self.read_response(reader)
+                self.assertEqual(status, 400, raw)
+                error = json.loads(raw)["error"]
+                self.assertEqual(error["code"], "bad_request")
+                self.assertIn("nested too deeply", error["message"])
+            # The body was read whole: the same connection goes on serving.
+            sock.sendall(self.head("GET", "/v1/health", "\r\n"))
+            status, _, raw = self.read_response(reader)
+            self.assertEqual((status, json.loads(raw)["status"]), (200, "ok"))
+
+    def test_chunked_request_body_is_read_defect_17(self):
+        sock, reader = self.raw()
+        with sock, reader:
+            body = json.dumps({"input": {"n": 2}}).encode()
+            chunks = [body[:5], body[5:9], body[9:]]
+            framed = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-Trailer: 1\r\n\r\n"
+            sock.sendall(self.head("POST", "/v1/execute", "Transfer-Encoding: chunked\r\n\r\n") + framed)
+            status, headers, raw = self.read_response(reader)
+            self.assertEqual((status, json.loads(raw)), (200, {"output": {"count": 2}}))
+            self.assertNotEqual(headers.get("connection"), "close")
+            # Its bytes were not taken for a next request: the connection is in step.
+            sock.sendall(self.head("GET", "/v1/health", "\r\n"))
+            status, _, raw = self.read_response(reader)
+            self.assertEqual((status, json.loads(raw)["status"]), (200, "ok"))
+
+    def test_bad_chunked_bodies_are_refused_and_closed_defect_17(self):
+        cases = [
+            ("Transfer-Encoding: chunked\r\n\r\n", b"zz\r\nabc\r\n0\r\n\r\n", 400),
+            ("Transfer-Encoding: chunked\r\n\r\n", b"10\r\nabc\r\n0\r\n\r\n", 400),
+            ("Transfer-Encoding: gzip, chunked\r\n\r\n", b"0\r\n\r\n", 400),
+            ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", b"0\r\n\r\n", 400),
+            ("Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n" % (17 * 1024 * 1024), 413),
+        ]
+        for extra, payload, expected in cases:
+            sock, reader = self.raw()
+            with sock, reader:
+                sock.sendall(self.head("POST", "/v1/execute", extra) + payload)
+                sock.shutdown(socket.SHUT_WR)  # a short chunk ends at end of stream
+                status, headers, raw = self.read_response(reader)
+                self.assertEqual(status, expected, (extra, payload, raw))
+                self.assertIn("code", json.loads(raw)["error"])
+                self.assertEqual(headers.get("connection"), "close", (extra, payload))
+                self.assertIsNone(self.read_response(reader))
+
 
 if __name__ == "__main__":
     unittest.main()
