@@ -879,3 +879,46 @@ fn ps_table_ends_with_a_newline() {
     assert!(text.ends_with('\n'), "{text:?}");
     drop(host);
 }
+
+#[test]
+fn concurrent_config_sets_of_different_keys_all_land_defect_7() {
+    let e = Env::new();
+    let plugins = e.dir.path().join("plugins/many");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let props: Vec<String> = (0..8).map(|i| format!("k{i} = {{ type = \"integer\" }}")).collect();
+    std::fs::write(
+        plugins.join("plugin.toml"),
+        format!(
+            "name = \"many\"\ncategory = \"cfg\"\n[config_schema]\ntype = \"object\"\n[config_schema.properties]\n{}\n",
+            props.join("\n")
+        ),
+    )
+    .unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("plugboard");
+    for round in 0..3 {
+        let children: Vec<Child> = (0..8)
+            .map(|i| {
+                StdCommand::new(&bin)
+                    .arg("--plugins")
+                    .arg(e.dir.path().join("plugins"))
+                    .arg("--config-dir")
+                    .arg(e.configs())
+                    .arg("--data-dir")
+                    .arg(e.data())
+                    .args(["config", "set", "cfg_many", &format!("k{i}={}", round * 10 + i)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+        let saved: Value =
+            serde_json::from_str(&std::fs::read_to_string(e.configs().join("cfg_many.json")).unwrap()).unwrap();
+        for i in 0..8 {
+            assert_eq!(saved[format!("k{i}")], round * 10 + i, "round {round}: {saved}");
+        }
+    }
+}

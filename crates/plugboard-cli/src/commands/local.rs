@@ -250,26 +250,43 @@ fn apply_pair(config: &mut Map<String, Value>, pair: &str) -> Result<(), Failure
     Ok(())
 }
 
+/// Why a `config set KEY=VALUE` update failed: a bad pair, or the store.
+enum SetError {
+    Pair(Failure),
+    Config(ConfigError),
+}
+
+impl From<ConfigError> for SetError {
+    fn from(e: ConfigError) -> Self {
+        SetError::Config(e)
+    }
+}
+
 /// `plugboard config set`.
 pub fn config_set(dirs: &Dirs, id: &str, json: Option<String>, file: Option<PathBuf>, pairs: Vec<String>) -> CmdResult {
     let mut r = registry(dirs)?;
     known(&r, id)?;
-    let config = match read_json_arg(json, file)? {
-        Some(v) => as_object(v, "the config")?,
+    match read_json_arg(json, file)? {
+        Some(v) => r
+            .save_plugin_config(id, &as_object(v, "the config")?)
+            .map_err(config_failure)?,
         None if pairs.is_empty() => {
             return Err(Failure::usage(
                 "give the config with --json, --file, or KEY=VALUE pairs",
             ));
         }
         None => {
-            let mut c = r.config_store().load(id).map_err(config_failure)?;
-            for p in &pairs {
-                apply_pair(&mut c, p)?;
-            }
-            c
+            // Read-modify-write under the config's lock: concurrent sets of
+            // other keys are kept.
+            r.update_plugin_config(id, |c| {
+                pairs.iter().try_for_each(|p| apply_pair(c, p)).map_err(SetError::Pair)
+            })
+            .map_err(|e| match e {
+                SetError::Pair(f) => f,
+                SetError::Config(e) => config_failure(e),
+            })?;
         }
-    };
-    r.save_plugin_config(id, &config).map_err(config_failure)?;
+    }
     eprintln!(
         "saved {}",
         r.config_store()
