@@ -134,10 +134,18 @@ impl From<HostError> for ApiError {
             | HostError::NoProtocol { .. }
             | HostError::NoInProcessCode { .. }
             | HostError::UndefinedVariable { .. }
+            | HostError::BadLaunch { .. }
+            | HostError::BadEndpoint { .. }
+            | HostError::MissingSecret { .. }
             | HostError::CondaNotFound { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "cannot_start"),
-            HostError::ExitedBeforeReady { .. } | HostError::ReadyTimeout { .. } | HostError::Spawn { .. } => {
-                (StatusCode::BAD_GATEWAY, "start_failed")
-            }
+            HostError::ExitedBeforeReady { .. }
+            | HostError::ReadyTimeout { .. }
+            | HostError::ProvisionTimeout { .. }
+            | HostError::Spawn { .. } => (StatusCode::BAD_GATEWAY, "start_failed"),
+            HostError::StoppedDuringStart { .. } => (StatusCode::CONFLICT, "stopped_during_start"),
+            HostError::Lost { .. } => (StatusCode::SERVICE_UNAVAILABLE, "lost"),
+            HostError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            HostError::StopUnconfirmed { .. } => (StatusCode::BAD_GATEWAY, "stop_unconfirmed"),
             HostError::Worker { .. } => (StatusCode::BAD_GATEWAY, "worker_error"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "host_error"),
         };
@@ -154,6 +162,9 @@ impl From<ConfigError> for ApiError {
                 err
             }
             ConfigError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()),
+            ConfigError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", chain(&e)),
+            ConfigError::Locked { .. } => ApiError::new(StatusCode::CONFLICT, "config_locked", chain(&e)),
+            ConfigError::NotAFile { .. } => ApiError::new(StatusCode::CONFLICT, "config_not_a_file", chain(&e)),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config_error", chain(&e)),
         }
     }
