@@ -34,7 +34,38 @@ use crate::endpoint::Endpoint;
 use crate::error::HostError;
 use crate::ledger::{PriceSource, ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
-use crate::supervisor::ExitInfo;
+
+/// The environment variable that tells a worker this host starts where to
+/// serve the protocol.
+pub const LISTEN_ENV: &str = "PLUGBOARD_LISTEN";
+/// The environment variable that tells a worker its plugin id.
+pub const PLUGIN_ID_ENV: &str = "PLUGBOARD_PLUGIN_ID";
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExitInfo {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal number, when one ended it.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "killed by signal {s}"),
+            _ => f.write_str("unknown exit"),
+        }
+    }
+}
 
 /// What a backend decided from a manifest, before anything exists.
 pub struct Plan {

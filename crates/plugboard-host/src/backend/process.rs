@@ -20,14 +20,13 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::{Backend, BackendError, LaunchContext, Launched, Marked, Observation, OutputStream, Plan, Stopped, Target};
+use super::{Backend, BackendError, ExitInfo, LISTEN_ENV, LaunchContext, PLUGIN_ID_ENV, Launched, Marked, Observation, OutputStream, Plan, Stopped, Target};
 use crate::cgroup::{Cgroup, Limits};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
 use crate::launch::{self, Resolved};
 use crate::ledger::{MARKER_ENV, PriceSource, ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
-use crate::supervisor::{ExitInfo, LISTEN_ENV, PLUGIN_ID_ENV};
 use crate::tree::{self, TreeSpec};
 use crate::zombies;
 

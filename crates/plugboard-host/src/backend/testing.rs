@@ -12,12 +12,11 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Backend, BackendError, LaunchContext, Launched, Marked, Observation, Plan, Stopped, Target};
+use super::{Backend, BackendError, ExitInfo, LaunchContext, Launched, Marked, Observation, Plan, Stopped, Target};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
 use crate::ledger::{Ledger, ResourceHandle, ResourceKind, ResourceStatus};
 use crate::manifest::Manifest;
-use crate::supervisor::ExitInfo;
 
 /// One in-memory resource.
 #[derive(Debug)]

@@ -46,10 +46,7 @@ use crate::logs::RotatingLog;
 use crate::manifest::Manifest;
 use crate::paths::DataDir;
 
-/// The env var that tells a worker where to serve the protocol.
-pub const LISTEN_ENV: &str = "PLUGBOARD_LISTEN";
-/// The env var that tells a worker its plugin id.
-pub const PLUGIN_ID_ENV: &str = "PLUGBOARD_PLUGIN_ID";
+pub use crate::backend::{LISTEN_ENV, PLUGIN_ID_ENV};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere; the data is still whole.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use crate::backend::ExitInfo;
 use crate::ledger::ResourceHandle;
 
 /// Where a worker is in its life.
@@ -78,32 +79,6 @@ impl RunState {
             (RunState::Running, false) => RunState::Lost,
             (RunState::Lost, true) => RunState::Running,
             (s, _) => s,
-        }
-    }
-}
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ExitInfo {
-    /// Exit code, when it exited.
-    pub code: Option<i32>,
-    /// Signal number, when one ended it.
-    pub signal: Option<i32>,
-}
-
-impl ExitInfo {
-    /// True for exit code 0.
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-impl std::fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.code, self.signal) {
-            (Some(c), _) => write!(f, "exit code {c}"),
-            (None, Some(s)) => write!(f, "killed by signal {s}"),
-            _ => f.write_str("unknown exit"),
         }
     }
 }
