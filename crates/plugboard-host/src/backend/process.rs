@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::{Backend, BackendError, ExitInfo, LISTEN_ENV, LaunchContext, PLUGIN_ID_ENV, Launched, Marked, Observation, OutputStream, Plan, Stopped, Target};
+use super::{
+    Backend, BackendError, ExitInfo, LISTEN_ENV, LaunchContext, Launched, Marked, Observation, OutputStream,
+    PLUGIN_ID_ENV, Plan, Stopped, Target,
+};
 use crate::cgroup::{Cgroup, Limits};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
