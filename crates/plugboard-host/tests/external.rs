@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -261,27 +260,12 @@ fn host_death_and_gc_never_touch_an_external_service() {
     let port = free_port();
     let mut server = http_server(port, tmp.path());
     let data = tmp.path().join("data");
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "external_host_child",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(CHILD_ENV, format!("{}|{}|{port}", data.display(), tmp.path().display()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = host.stdout.take().unwrap();
-    let mut buf = Vec::new();
-    assert!(wait_until_blocking(Duration::from_secs(30), || {
-        let mut chunk = [0u8; 256];
-        if let Ok(n) = out.read(&mut chunk) {
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&buf).contains("started")
-    }));
+    let spec = format!("{}|{}|{port}", data.display(), tmp.path().display());
+    let mut host = child_host(
+        "external_host_child",
+        (CHILD_ENV, std::ffi::OsStr::new(&spec)),
+        "started",
+    );
     host.kill().unwrap();
     host.wait().unwrap();
 

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,21 +77,7 @@ fn a_host_killed_at_random_points_leaves_nothing_after_gc() {
     for round in 0..rounds {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let mut host = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "cycling_host_child", "--nocapture", "--test-threads=1", "-q"])
-            .env(CHILD_ENV, &data)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = host.stdout.take().unwrap();
-        let mut buf = Vec::new();
-        assert!(wait_until_blocking(Duration::from_secs(30), || {
-            let mut chunk = [0u8; 64];
-            if let Ok(n) = out.read(&mut chunk) {
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            String::from_utf8_lossy(&buf).contains("ready")
-        }));
+        let mut host = child_host("cycling_host_child", (CHILD_ENV, data.as_os_str()), "ready");
         // Somewhere in the first few cycles (a cycle is a few hundred ms).
         let delay = Duration::from_millis(20 + rng.next() % 1500);
         std::thread::sleep(delay);

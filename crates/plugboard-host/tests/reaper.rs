@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,23 +55,7 @@ fn a_host_killed_with_sigkill_leaves_no_marked_process_after_gc() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "host_child", "--nocapture", "--test-threads=1", "-q"])
-        .env(CHILD_ENV, &data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = host.stdout.take().unwrap();
-    let mut buf = Vec::new();
-    let ok = wait_until_blocking(Duration::from_secs(30), || {
-        let mut chunk = [0u8; 256];
-        use std::io::Read;
-        if let Ok(n) = out.read(&mut chunk) {
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&buf).contains("started")
-    });
-    assert!(ok, "the host child did not start its plugin");
+    let mut host = child_host("host_child", (CHILD_ENV, data.as_os_str()), "started");
     let log = DataDir::new(&data).log_path("demo_process_tree");
     let pids = tree_pids(&log);
     assert_eq!(pids.len(), 9);

@@ -19,17 +19,6 @@ impl SupervisedPlugin {
     pub(super) fn new(inner: Weak<Inner>, slot: Arc<Slot>) -> Self {
         SupervisedPlugin { inner, slot }
     }
-
-    fn inspect(&self) -> Value {
-        let s = self.slot.st();
-        if !s.state.is_active() {
-            return Value::Null;
-        }
-        match &s.live {
-            Some(l) => l.backend.inspect(&l.target()),
-            None => Value::Null,
-        }
-    }
 }
 
 impl Plugin for SupervisedPlugin {
@@ -44,11 +33,7 @@ impl Lifecycle for SupervisedPlugin {
     }
 
     fn child_pids(&self) -> Vec<u32> {
-        self.inspect()
-            .get("pids")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u32)).collect())
-            .unwrap_or_default()
+        self.slot.pids()
     }
 
     fn managed_resources(&self) -> Map<String, Value> {

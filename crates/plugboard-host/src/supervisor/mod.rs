@@ -184,6 +184,28 @@ impl Slot {
         }
     }
 
+    /// Live details of the active resource from its backend (`Null` when
+    /// nothing is active).
+    pub fn inspect(&self) -> Value {
+        let (backend, target) = {
+            let s = self.st();
+            match s.live.as_ref().filter(|_| s.state.is_active()) {
+                Some(l) => (Arc::clone(&l.backend), l.target()),
+                None => return Value::Null,
+            }
+        };
+        backend.inspect(&target)
+    }
+
+    /// The live pids the backend reports for the active resource.
+    pub fn pids(&self) -> Vec<u32> {
+        self.inspect()
+            .get("pids")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u32)).collect())
+            .unwrap_or_default()
+    }
+
     pub fn grace(&self) -> Duration {
         Duration::from_secs_f64(self.st().manifest.stop_grace_s)
     }
@@ -402,29 +424,12 @@ impl Supervisor {
     /// Live details of a plugin's resource from its backend (`pids`,
     /// `cgroups` for processes), `Null` when nothing is active.
     pub fn inspect(&self, unique_id: &str) -> Value {
-        let Ok(slot) = self.slot(unique_id) else {
-            return Value::Null;
-        };
-        let (backend, target) = {
-            let s = slot.st();
-            if !s.state.is_active() {
-                return Value::Null;
-            }
-            match &s.live {
-                Some(l) => (Arc::clone(&l.backend), l.target()),
-                None => return Value::Null,
-            }
-        };
-        backend.inspect(&target)
+        self.slot(unique_id).map_or(Value::Null, |s| s.inspect())
     }
 
     /// The live pids of a plugin's worker tree (empty for other modes).
     pub fn tree_pids(&self, unique_id: &str) -> Vec<u32> {
-        self.inspect(unique_id)
-            .get("pids")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u32)).collect())
-            .unwrap_or_default()
+        self.slot(unique_id).map(|s| s.pids()).unwrap_or_default()
     }
 
     /// The plugin's metadata with its live resources filled in the seed's

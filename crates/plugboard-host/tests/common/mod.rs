@@ -104,3 +104,26 @@ pub fn python_available() -> bool {
     }
     ok
 }
+
+/// Runs this test binary's `entry` test as a separate host process with
+/// `env` set, and waits (up to 30 s) until it prints `line`.
+pub fn child_host(entry: &str, env: (&str, &std::ffi::OsStr), line: &str) -> std::process::Child {
+    use std::io::Read;
+    let mut host = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", entry, "--nocapture", "--test-threads=1", "-q"])
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = host.stdout.take().unwrap();
+    let mut buf = Vec::new();
+    let ok = wait_until_blocking(Duration::from_secs(30), || {
+        let mut chunk = [0u8; 256];
+        if let Ok(n) = out.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&buf).contains(line)
+    });
+    assert!(ok, "the host child {entry} never printed {line:?}");
+    host
+}
