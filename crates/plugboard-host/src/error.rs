@@ -96,6 +96,16 @@ pub enum HostError {
         /// Why.
         reason: String,
     },
+    /// The container engine refused or could not be reached.
+    #[error("plugin {plugin}: container engine at {address}: {reason}")]
+    Engine {
+        /// The plugin.
+        plugin: String,
+        /// The engine address tried.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A bug: a state plugboard should never reach.
     #[error("internal error: {0}")]
     Internal(String),

@@ -11,7 +11,10 @@
 //! | --- | --- | --- | --- |
 //! | subprocess, conda_env | [`process`] | `PLUGBOARD_RESOURCE_ID` env var, cgroup name | tree and cgroup empty |
 //! | external | [`external`] | none (not owned) | never ended by plugboard |
+//! | docker | `docker` (feature `docker`) | container labels | removed (404) |
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod external;
 pub mod process;
 #[cfg(feature = "test-backend")]
@@ -286,6 +289,8 @@ impl Backends {
         let process: Arc<dyn Backend> = Arc::new(process::ProcessBackend::new(conda_tool));
         b.register(process, &[ExecutionMode::Subprocess, ExecutionMode::CondaEnv]);
         b.register(Arc::new(external::ExternalBackend), &[ExecutionMode::ExternalService]);
+        #[cfg(feature = "docker")]
+        b.register(Arc::new(docker::DockerBackend), &[ExecutionMode::Docker]);
         b
     }
 
