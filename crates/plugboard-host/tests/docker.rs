@@ -196,8 +196,7 @@ fn docker_host_child() {
         .unwrap();
     rt.block_on(async {
         let sup = supervisor(Path::new(data));
-        let m = sh_manifest(Path::new(dir), "sleeper", image, "exec sleep 1000", "");
-        sup.start(m).await.unwrap();
+        sup.start(worker_manifest(Path::new(dir), image)).await.unwrap();
         println!("started");
         tokio::time::sleep(Duration::from_secs(120)).await;
     });
@@ -289,7 +288,7 @@ fn docker_mode_end_to_end_on_a_real_engine() {
             tmp.path(),
             "crasher",
             &image,
-            "sleep 0.3; exit 3",
+            "echo crash-coming; echo on-stderr >&2; sleep 0.3; exit 3",
             "[restart]\npolicy = \"on-failure\"\nmax_restarts = 1\nbackoff_ms = 10",
         );
         let first = sup.start(m).await.unwrap().resource_id.unwrap();
@@ -303,6 +302,12 @@ fn docker_mode_end_to_end_on_a_real_engine() {
         );
         let row = sup.with_ledger(|l| l.get(first).unwrap().unwrap());
         assert_eq!((row.status, row.exit_code), (ResourceStatus::Crashed, Some(3)));
+        // The container's stdout and stderr are in the plugin's log.
+        let log = std::fs::read_to_string(DataDir::new(&data).log_path("box_crasher")).unwrap();
+        assert!(
+            log.contains("out| crash-coming") && log.contains("err| on-stderr"),
+            "{log}"
+        );
         let _ = sup.stop("box_crasher").await;
         assert!(
             wait_until(Duration::from_secs(20), || sup
@@ -334,7 +339,21 @@ fn docker_mode_end_to_end_on_a_real_engine() {
     host.wait().unwrap();
     let mut ledger2 = Ledger::open(&DataDir::new(&data2).ledger_path()).unwrap();
     let ledger2_id = ledger2.ledger_id().to_owned();
-    assert_eq!(rt.block_on(ours(&docker, &ledger2_id)).len(), 1);
+    let left = rt.block_on(ours(&docker, &ledger2_id));
+    assert_eq!(left.len(), 1);
+    // The attach connection died with the host: the engine closed the
+    // container's stdin and the SDK worker exited by itself.
+    assert!(
+        wait_until_blocking(Duration::from_secs(20), || {
+            match rt.block_on(docker.inspect_container(&left[0], None)) {
+                Ok(c) => c.state.unwrap().running != Some(true),
+                // Podman reports a stopped container's status as "stopped",
+                // which the Docker API (and so bollard) does not know.
+                Err(e) => e.to_string().contains("`stopped`"),
+            }
+        }),
+        "the worker in the container outlived its host"
+    );
     let report = run_gc(&mut ledger2);
     assert_eq!(report.unconfirmed, 0, "{report:?}");
     assert!(

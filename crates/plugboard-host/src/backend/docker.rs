@@ -20,7 +20,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -314,29 +314,96 @@ fn labels_filter(key: &str, value: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_owned(), vec![format!("{key}={value}")])])
 }
 
+/// Containers carrying `label=value`, as `(id, labels)`, from the engine's
+/// list endpoint read as plain JSON: Podman reports states the Docker API
+/// does not have (`"stopped"`), which a typed client refuses to parse, and
+/// a list that fails to parse would hide exactly the leftovers gc is for.
+async fn list_by_label(label: &str, value: &str) -> Result<Vec<(String, HashMap<String, String>)>, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+    let addr = engine_address();
+    let filters = serde_json::to_string(&labels_filter(label, value)).map_err(|e| e.to_string())?;
+    let mut enc = String::new();
+    for b in filters.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let path = format!("/v1.41/containers/json?all=true&filters={enc}");
+    let fail = |e: String| format!("cannot list containers at {addr}: {e}");
+    let request = async {
+        let req = hyper::Request::get(&path)
+            .header(hyper::header::HOST, "docker")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = if let Some(p) = addr.strip_prefix("unix://") {
+            let io = tokio::net::UnixStream::connect(p).await.map_err(|e| e.to_string())?;
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            tx.send_request(req).await.map_err(|e| e.to_string())?
+        } else {
+            let hostport = addr
+                .trim_start_matches("tcp://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            let io = tokio::net::TcpStream::connect(hostport)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            tx.send_request(req).await.map_err(|e| e.to_string())?
+        };
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), 64 * 1024 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice::<Vec<Value>>(&body).map_err(|e| format!("not a container list: {e}"))
+    };
+    let list = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .map_err(|_| fail("no answer within 60 s".into()))?
+        .map_err(fail)?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.get("Id")?.as_str()?.to_owned();
+            let labels = c
+                .get("Labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((id, labels))
+        })
+        .collect())
+}
+
 /// The ids of the containers a target names: its handle's, or those
 /// carrying its marker.
-async fn containers_of(docker: &Docker, target: &Target) -> Result<Vec<String>, BackendError> {
+async fn containers_of(target: &Target) -> Result<Vec<String>, BackendError> {
     let mut ids = Vec::new();
     if let Some(ResourceHandle::Container { id }) = &target.handle {
         ids.push(id.clone());
     }
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&labels_filter(LABEL_MARKER, &target.marker))
-        .build();
-    let found = docker.list_containers(Some(opts)).await.map_err(|e| {
-        unavailable(format!(
-            "cannot list containers at {}: {}",
-            engine_address(),
-            engine_error(&e)
-        ))
-    })?;
-    for c in found {
-        if let Some(id) = c.id
-            && !ids
-                .iter()
-                .any(|i| id.starts_with(i.as_str()) || i.starts_with(id.as_str()))
+    for (id, _) in list_by_label(LABEL_MARKER, &target.marker).await.map_err(unavailable)? {
+        if !ids
+            .iter()
+            .any(|i| id.starts_with(i.as_str()) || i.starts_with(id.as_str()))
         {
             ids.push(id);
         }
@@ -547,7 +614,7 @@ impl Backend for DockerBackend {
 
     async fn stop(&self, target: &Target, grace: Duration) -> Result<Stopped, BackendError> {
         let docker = connect().map_err(unavailable)?;
-        let ids = containers_of(&docker, target).await?;
+        let ids = containers_of(target).await?;
         let mut out = Stopped::default();
         let t = i32::try_from(grace.as_secs().max(1)).unwrap_or(i32::MAX);
         for id in ids {
@@ -583,7 +650,7 @@ impl Backend for DockerBackend {
             }
             match docker.inspect_container(&id, None).await {
                 Err(e) if status_of(&e) == Some(404) => {}
-                Ok(_) => {
+                Ok(_) | Err(DockerError::JsonDataError { .. }) => {
                     return Err(BackendError::NotGone {
                         what: format!("container {id}"),
                         reason: "still listed after remove".into(),
@@ -623,6 +690,14 @@ impl Backend for DockerBackend {
                 code: None,
                 signal: None,
             }),
+            // Podman answers a stopped container's status as "stopped", a
+            // value the Docker API does not have: it exists, not running.
+            Err(DockerError::JsonDataError { message, .. }) if message.contains("`stopped`") => {
+                Observation::Exited(ExitInfo {
+                    code: None,
+                    signal: None,
+                })
+            }
             Err(e) => Observation::Lost(engine_error(&e)),
         }
     }
@@ -633,23 +708,15 @@ impl Backend for DockerBackend {
             // No engine answering: nothing of ours can be running on it.
             return Ok(Vec::new());
         }
-        let opts = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&labels_filter(LABEL_LEDGER, ledger_id))
-            .build();
-        let found = docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| unavailable(format!("cannot list containers: {}", engine_error(&e))))?;
+        let found = list_by_label(LABEL_LEDGER, ledger_id).await.map_err(unavailable)?;
         let prefix = format!("{ledger_id}:");
         Ok(found
             .into_iter()
-            .filter_map(|c| {
-                let marker = c.labels.as_ref()?.get(LABEL_MARKER)?.clone();
-                let row = marker.strip_prefix(&prefix)?.parse().ok()?;
+            .filter_map(|(id, labels)| {
+                let row = labels.get(LABEL_MARKER)?.strip_prefix(&prefix)?.parse().ok()?;
                 Some(Marked {
                     resource_id: row,
-                    description: format!("container {}", c.id.unwrap_or_default().get(..12).unwrap_or_default()),
+                    description: format!("container {}", id.get(..12).unwrap_or(&id)),
                 })
             })
             .collect())
