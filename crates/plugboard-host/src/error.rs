@@ -106,6 +106,16 @@ pub enum HostError {
         /// What went wrong.
         reason: String,
     },
+    /// `ready = "notify"` for a mode whose backend offers no notification.
+    #[error(
+        "plugin {plugin}: ready = \"notify\" needs a process plugin (subprocess, conda_env); {mode} offers no notification descriptor"
+    )]
+    NoNotify {
+        /// The plugin.
+        plugin: String,
+        /// Its mode.
+        mode: ExecutionMode,
+    },
     /// A bug: a state plugboard should never reach.
     #[error("internal error: {0}")]
     Internal(String),

@@ -42,6 +42,9 @@ pub enum Ready {
     Tcp(String),
     /// A line of the worker's stdout or stderr matches this regex.
     LogLine(String),
+    /// The worker writes a line to the file descriptor named by
+    /// `PLUGBOARD_NOTIFY_FD` (any program can; process plugins only).
+    Notify,
     /// Ready as soon as the process is spawned.
     None,
 }
@@ -626,6 +629,7 @@ impl fmt::Display for Ready {
             Ready::HttpGet(u) => write!(f, "http_get {u}"),
             Ready::Tcp(a) => write!(f, "tcp {a}"),
             Ready::LogLine(r) => write!(f, "log_line /{r}/"),
+            Ready::Notify => f.write_str("notify"),
             Ready::None => f.write_str("none"),
         }
     }

@@ -16,6 +16,10 @@ pub const VERSION_HEADER: &str = "plugboard-protocol";
 pub const LISTEN_ENV: &str = "PLUGBOARD_LISTEN";
 /// Env var holding the bearer token every request must carry (when set).
 pub const TOKEN_ENV: &str = "PLUGBOARD_TOKEN";
+/// The env var naming a file descriptor a worker writes `READY=1\n` to once
+/// it serves (then closes it), so the host knows without polling. Absent
+/// when the host offers no notification.
+pub const NOTIFY_FD_ENV: &str = "PLUGBOARD_NOTIFY_FD";
 
 /// Largest request body a worker accepts (413 beyond).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;

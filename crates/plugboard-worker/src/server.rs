@@ -109,6 +109,7 @@ impl Server {
                     use std::os::unix::fs::PermissionsExt;
                     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
                 }
+                notify_ready();
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
@@ -126,6 +127,7 @@ impl Server {
                     address: addr.clone(),
                     source,
                 })?;
+                notify_ready();
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
@@ -140,6 +142,36 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Tells the host this worker serves: writes `READY=1\n` to the file
+/// descriptor named by `PLUGBOARD_NOTIFY_FD` and closes it (once; nothing
+/// when the host offered no descriptor or it is not a pipe).
+fn notify_ready() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(fd) = std::env::var(plugboard_protocol::NOTIFY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        return;
+    };
+    // Once per process: a second server must not write to a reused number.
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    // SAFETY: the host passed this descriptor for this purpose; it is
+    // checked to be a pipe before it is written to and closed, and left
+    // open (forgotten) otherwise.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if f.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        let _ = f.write_all(b"READY=1\n");
+    } else {
+        std::mem::forget(f);
     }
 }
 

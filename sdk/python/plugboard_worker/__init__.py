@@ -545,6 +545,7 @@ def serve(worker, listen, token=None):
         server = _UnixServer(listen, handler)
         os.chmod(listen, 0o600)
     state.server = server
+    _notify_ready()
     with server:
         server.serve_forever(poll_interval=0.2)
     if not listen.startswith("tcp://"):
@@ -552,6 +553,29 @@ def serve(worker, listen, token=None):
             os.unlink(listen)
         except FileNotFoundError:
             pass
+
+
+def _notify_ready():
+    """Tell the host this worker serves: write ``READY=1`` and a newline to
+    the descriptor named by ``PLUGBOARD_NOTIFY_FD`` and close it (once;
+    nothing when the host offered none)."""
+    global _NOTIFIED
+    value = os.environ.get("PLUGBOARD_NOTIFY_FD", "")
+    if _NOTIFIED or not value.isdigit() or int(value) <= 2:
+        return
+    _NOTIFIED = True
+    fd = int(value)
+    try:
+        import stat
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        os.write(fd, b"READY=1\n")
+        os.close(fd)
+    except OSError:
+        pass
+
+
+_NOTIFIED = False
 
 
 def _watch_stdin():

@@ -607,6 +607,7 @@ impl Backend for DockerBackend {
                     reader: Box::new(err_r),
                 },
             ],
+            notify: None,
             exit: Some(rx),
             keepalive: Some(Box::new(std::sync::Mutex::new(attached.input))),
         })

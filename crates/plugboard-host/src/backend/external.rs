@@ -122,6 +122,7 @@ impl Backend for ExternalBackend {
             endpoint: spec.endpoint.clone(),
             token,
             output: Vec::new(),
+            notify: None,
             exit: None,
             keepalive: None,
         })

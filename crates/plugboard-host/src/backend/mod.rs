@@ -127,6 +127,9 @@ pub struct Launched {
     pub token: Option<String>,
     /// Output to pump into the plugin's log.
     pub output: Vec<OutputStream>,
+    /// Becomes `true` when the worker notifies that it is ready (see
+    /// `PLUGBOARD_NOTIFY_FD`), for backends that offer it.
+    pub notify: Option<watch::Receiver<bool>>,
     /// Resolves when the resource ends by itself, for backends that see
     /// that as an event; others are observed by [`Backend::observe`].
     pub exit: Option<watch::Receiver<Option<ExitInfo>>>,

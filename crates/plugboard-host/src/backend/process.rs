@@ -57,6 +57,31 @@ impl ProcessBackend {
     }
 }
 
+/// The descriptor number a process worker finds the notification pipe at.
+pub const NOTIFY_FD: i32 = 3;
+
+/// Watches the read end of the notification pipe: `true` once a line (any
+/// line; the SDKs write `READY=1`) arrives. Nothing (or EOF) leaves it false.
+fn watch_notify(fd: std::os::fd::OwnedFd) -> Option<watch::Receiver<bool>> {
+    use tokio::io::AsyncReadExt;
+    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
+    let (tx, out) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if buf[..n].contains(&b'\n') => {
+                    let _ = tx.send(true);
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    Some(out)
+}
+
 fn exit_info(s: ExitStatus) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
     ExitInfo {
@@ -188,6 +213,15 @@ impl Backend for ProcessBackend {
             None
         };
         let procs_files = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
+        // The readiness notification pipe: the worker gets the write end as
+        // fd NOTIFY_FD and writes a line once it serves.
+        let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| HostError::Spawn {
+                plugin: ctx.plugin_id.clone(),
+                command: r.program.to_string_lossy().into(),
+                source: std::io::Error::from(e),
+            })?;
+        let notify_w_raw = std::os::fd::AsRawFd::as_raw_fd(&notify_w);
         let mut cmd = Command::new(&r.program);
         cmd.args(&r.args)
             .envs(&r.env)
@@ -195,6 +229,7 @@ impl Backend for ProcessBackend {
             .env(LISTEN_ENV, &ctx.listen)
             .env(PLUGIN_ID_ENV, &ctx.plugin_id)
             .env(plugboard_protocol::TOKEN_ENV, &ctx.token)
+            .env(plugboard_protocol::NOTIFY_FD_ENV, NOTIFY_FD.to_string())
             .current_dir(&r.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -208,6 +243,13 @@ impl Backend for ProcessBackend {
         unsafe {
             cmd.pre_exec(move || {
                 crate::cgroup::join_in_child(&procs_files);
+                // dup2 clears close-on-exec on the copy; if the write end
+                // already is NOTIFY_FD, clear it by hand.
+                if notify_w_raw == NOTIFY_FD {
+                    nix::libc::fcntl(NOTIFY_FD, nix::libc::F_SETFD, 0);
+                } else if nix::libc::dup2(notify_w_raw, NOTIFY_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
                 // The host may have died between fork and prctl.
                 if nix::unistd::getppid().as_raw() as u32 != parent {
@@ -239,6 +281,8 @@ impl Backend for ProcessBackend {
                 });
             }
         };
+        drop(notify_w);
+        let notify = watch_notify(notify_r);
         let pid = child.id().unwrap_or(0);
         let start_time = plugboard_core::process::read_process(pid).map_or(0, |p| p.start_time);
         let mut output = Vec::new();
@@ -276,6 +320,7 @@ impl Backend for ProcessBackend {
             endpoint: Endpoint::Unix(ctx.listen.clone()),
             token: Some(ctx.token.clone()),
             output,
+            notify,
             exit: Some(rx),
             keepalive: stdin.map(|s| Box::new(s) as Box<dyn std::any::Any + Send + Sync>),
         })

@@ -150,6 +150,7 @@ impl Backend for TestBackend {
             endpoint: Endpoint::Unix(ctx.listen.clone()),
             token: None,
             output: Vec::new(),
+            notify: None,
             exit: Some(rx),
             keepalive: None,
         })

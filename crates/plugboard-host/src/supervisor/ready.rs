@@ -22,7 +22,7 @@ pub(super) async fn probe_once(
     limit: Duration,
 ) -> Result<(), String> {
     match ready {
-        Ready::None | Ready::LogLine(_) => Ok(()),
+        Ready::None | Ready::LogLine(_) | Ready::Notify => Ok(()),
         Ready::Protocol => match probe::http_get_endpoint(endpoint, probe::HEALTH_PATH, token, limit).await {
             Ok(200) => Ok(()),
             Ok(code) => Err(format!("health answered HTTP {code}")),
@@ -37,6 +37,10 @@ pub(super) async fn probe_once(
     }
 }
 
+/// How long a worker offered a notification descriptor is given before the
+/// host also starts polling it.
+pub const NOTIFY_GRACE: Duration = Duration::from_millis(100);
+
 /// Waits until the worker is ready, it exits, or the manifest's ready
 /// timeout passes.
 pub(super) async fn wait_ready(
@@ -45,9 +49,26 @@ pub(super) async fn wait_ready(
     token: Option<&str>,
     exit_rx: Option<watch::Receiver<Option<ExitInfo>>>,
     ready_rx: watch::Receiver<bool>,
+    notify_rx: Option<watch::Receiver<bool>>,
     stderr_tail: &Mutex<VecDeque<String>>,
 ) -> Result<(), HostError> {
     let id = m.unique_id();
+    if m.ready == Ready::Notify && notify_rx.is_none() {
+        return Err(HostError::NoNotify {
+            plugin: id,
+            mode: m.execution_mode,
+        });
+    }
+    // A worker that can notify is not polled at first: probing competes with
+    // its own start for the CPU. Workers that never notify (built before the
+    // notification existed, or not with an SDK) are polled after this delay.
+    let notified = |rx: &Option<watch::Receiver<bool>>| rx.as_ref().is_some_and(|r| *r.borrow());
+    let poll_from = Instant::now()
+        + if notify_rx.is_some() && m.ready == Ready::Protocol {
+            NOTIFY_GRACE
+        } else {
+            Duration::ZERO
+        };
     let deadline = Instant::now() + Duration::from_secs_f64(m.ready_timeout_s);
     let attempt = Duration::from_millis(500);
     let mut last_error: Option<String> = None;
@@ -56,6 +77,11 @@ pub(super) async fn wait_ready(
     loop {
         let ok = match &m.ready {
             Ready::LogLine(_) => *ready_rx.borrow(),
+            Ready::Notify => notified(&notify_rx),
+            // The worker said it serves: the manifest check that follows is
+            // the first request.
+            Ready::Protocol if notified(&notify_rx) => true,
+            Ready::Protocol if Instant::now() < poll_from => false,
             other => match probe_once(other, endpoint, token, attempt).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -91,6 +117,12 @@ pub(super) async fn wait_ready(
         pause = (pause * 2).min(Duration::from_millis(10));
         let mut exit_wait = exit_rx.clone();
         let mut ready_wait = ready_rx.clone();
+        let mut notify_wait = notify_rx.clone();
+        let pause = if Instant::now() < poll_from {
+            poll_from.saturating_duration_since(Instant::now())
+        } else {
+            pause
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = async {
@@ -102,6 +134,16 @@ pub(super) async fn wait_ready(
             _ = async {
                 if ready_wait.changed().await.is_err() {
                     std::future::pending::<()>().await;
+                }
+            } => {}
+            _ = async {
+                match notify_wait.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             } => {}
         }

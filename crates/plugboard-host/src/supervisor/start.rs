@@ -225,6 +225,7 @@ async fn attempt(
     }
     drop(ready_tx);
     let exit_rx = launched.exit.clone();
+    let notify_rx = launched.notify.take();
     let endpoint = launched.endpoint.clone();
     let token = launched.token.clone();
     {
@@ -251,6 +252,7 @@ async fn attempt(
             token.as_deref(),
             exit_rx.clone(),
             ready_rx,
+            notify_rx,
             &slot.stderr_tail,
         )
         .await?;
