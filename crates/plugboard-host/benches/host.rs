@@ -80,6 +80,18 @@ fn root() -> PathBuf {
 }
 
 fn main() {
+    if std::env::var_os("PLUGBOARD_BENCH_EXIT").is_some() {
+        return;
+    }
+    if std::env::var_os("PLUGBOARD_BENCH_RUNTIME").is_some() {
+        // This binary's start plus the worker SDK's runtime, doing nothing.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build();
+        drop(rt);
+        return;
+    }
     if std::env::var_os("PLUGBOARD_BENCH_WORKER").is_some() {
         let _ = plugboard_worker::run(plugboard_protocol::Typed::new(plugboard_examples::Reverse));
         return;
@@ -131,6 +143,32 @@ fn main() {
             exe.display()
         ),
     );
+    // References: this same binary exec'd and exiting at once, and with the
+    // SDK's two-thread runtime built and dropped (the worker's own floor).
+    let exe_s = exe.display().to_string();
+    let spawn_env = |var: &str| -> Vec<Duration> {
+        (0..50)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = Command::new(&exe_s).env(var, "1").status();
+                t.elapsed()
+            })
+            .collect()
+    };
+    let mut self_exec = spawn_env("PLUGBOARD_BENCH_EXIT");
+    let self_exec_p50 = pct(&mut self_exec, 0.5);
+    report(
+        "reference: fork+exec+wait of this binary",
+        &mut self_exec,
+        Some(("/bin/true", true_p50)),
+    );
+    let mut self_rt = spawn_env("PLUGBOARD_BENCH_RUNTIME");
+    let self_rt_p50 = pct(&mut self_rt, 0.5);
+    report(
+        "reference: the same + a 2-thread tokio runtime",
+        &mut self_rt,
+        Some(("/bin/true", true_p50)),
+    );
     let mut s = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
@@ -139,10 +177,16 @@ fn main() {
         s.push(t.elapsed());
         rt.block_on(sup.stop("bench_reverse")).unwrap_or_else(|e| panic!("{e}"));
     }
+    let rust_p50 = pct(&mut s, 0.5);
     report(
         "start-to-ready, protocol (minimal Rust worker)",
         &mut s,
         Some(("/bin/true", true_p50)),
+    );
+    println!(
+        "  = {:.1}x this binary's exec, {:.1}x its exec + runtime",
+        rust_p50.as_secs_f64() / self_exec_p50.as_secs_f64(),
+        rust_p50.as_secs_f64() / self_rt_p50.as_secs_f64()
     );
 
     // start-to-ready, protocol health (Python worker).
