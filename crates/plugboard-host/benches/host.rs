@@ -108,6 +108,25 @@ fn main() {
     // References: plain process start.
     let mut true_ref = spawn_wait("/bin/true", &[], 200);
     let true_p50 = pct(&mut true_ref, 0.5);
+    // How much of a worker's spawn is fork instead of posix_spawn: a child
+    // set-up hook (pre_exec, which the parent-death signal and the cgroup
+    // join need) makes the standard library fork the whole host.
+    let mut forked: Vec<Duration> = (0..200)
+        .map(|_| {
+            use std::os::unix::process::CommandExt;
+            let t = Instant::now();
+            let mut c = Command::new("/bin/true");
+            // SAFETY: a no-op between fork and exec.
+            unsafe { c.pre_exec(|| Ok(())) };
+            let _ = c.status();
+            t.elapsed()
+        })
+        .collect();
+    report(
+        "reference: /bin/true with a pre_exec hook (fork)",
+        &mut forked,
+        Some(("/bin/true", true_p50)),
+    );
     report("reference: fork+exec+wait /bin/true", &mut true_ref, None);
     let mut py_ref = spawn_wait("python3", &["-c", "pass"], 20);
     let py_p50 = pct(&mut py_ref, 0.5);
