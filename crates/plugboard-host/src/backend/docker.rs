@@ -43,6 +43,9 @@ pub const LABEL_LEDGER: &str = "io.plugboard.ledger";
 /// Label holding the marker (`{ledger id}:{row id}`).
 pub const LABEL_MARKER: &str = "io.plugboard.marker";
 
+/// How long an engine may take to answer a ping before it counts as absent.
+const PING_LIMIT: Duration = Duration::from_secs(5);
+
 const KEYS: &str = "image, command, args, env, ports, volumes, gpus, memory_mb, cpus, user, workdir, pull, network";
 
 /// When to pull the image.
@@ -467,10 +470,11 @@ impl Backend for DockerBackend {
             reason,
         };
         let docker = connect().map_err(engine)?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| engine(format!("the engine does not answer: {}", engine_error(&e))))?;
+        match tokio::time::timeout(PING_LIMIT, docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(engine(format!("the engine does not answer: {}", engine_error(&e)))),
+            Err(_) => return Err(engine(format!("no answer to a ping within {} s", PING_LIMIT.as_secs()))),
+        }
         ensure_image(&docker, &ctx.plugin_id, spec).await?;
 
         let ledger_id = ctx.marker.split(':').next().unwrap_or_default().to_owned();
@@ -705,7 +709,7 @@ impl Backend for DockerBackend {
 
     async fn sweep(&self, ledger_id: &str) -> Result<Vec<Marked>, BackendError> {
         let docker = connect().map_err(unavailable)?;
-        if docker.ping().await.is_err() {
+        if !matches!(tokio::time::timeout(PING_LIMIT, docker.ping()).await, Ok(Ok(_))) {
             // No engine answering: nothing of ours can be running on it.
             return Ok(Vec::new());
         }
