@@ -23,7 +23,7 @@ use common::*;
 use futures_util::StreamExt;
 use plugboard_host::backend::docker::{LABEL_LEDGER, LABEL_MARKER};
 use plugboard_host::ledger::{Intent, ResourceKind, ResourceStatus};
-use plugboard_host::{Backends, DataDir, GcOptions, Ledger, Manifest, RunState, gc};
+use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, RunState};
 use serde_json::json;
 
 const CHILD_ENV: &str = "PLUGBOARD_TEST_DOCKER_HOST";
@@ -202,15 +202,6 @@ fn docker_host_child() {
     });
 }
 
-fn run_gc(ledger: &mut Ledger) -> plugboard_host::GcReport {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(gc(ledger, GcOptions::default(), None, &Backends::builtin(None)))
-        .unwrap()
-}
-
 #[test]
 fn docker_mode_end_to_end_on_a_real_engine() {
     if !python_available() {
@@ -354,7 +345,7 @@ fn docker_mode_end_to_end_on_a_real_engine() {
         }),
         "the worker in the container outlived its host"
     );
-    let report = run_gc(&mut ledger2);
+    let report = run_gc(&mut ledger2, GcOptions::default(), None).unwrap();
     assert_eq!(report.unconfirmed, 0, "{report:?}");
     assert!(
         rt.block_on(ours(&docker, &ledger2_id)).is_empty(),
@@ -401,7 +392,7 @@ fn docker_mode_end_to_end_on_a_real_engine() {
         docker.start_container(&f, None).await.unwrap();
         (w, f)
     });
-    let report = run_gc(&mut ledger2);
+    let report = run_gc(&mut ledger2, GcOptions::default(), None).unwrap();
     assert!(
         report.reaped.iter().any(|r| r.resource_id == Some(row) && r.confirmed),
         "{report:?}"

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use plugboard_host::{Backends, DataDir, GcOptions, Ledger, Manifest, ResourceStatus, RunState, gc};
+use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, ResourceStatus, RunState};
 use serde_json::json;
 
 const CHILD_ENV: &str = "PLUGBOARD_TEST_EXTERNAL_HOST";
@@ -270,13 +270,7 @@ fn host_death_and_gc_never_touch_an_external_service() {
     host.wait().unwrap();
 
     let mut ledger = Ledger::open(&DataDir::new(&data).ledger_path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = rt
-        .block_on(gc(&mut ledger, GcOptions::default(), None, &Backends::builtin(None)))
-        .unwrap();
+    let report = run_gc(&mut ledger, GcOptions::default(), None).unwrap();
     assert_eq!(report.reaped.len(), 1, "{report:?}");
     assert_eq!(report.reaped[0].op, plugboard_host::gc::GcOp::Detach);
     let row = &ledger.all().unwrap()[0];

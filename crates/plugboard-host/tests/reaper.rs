@@ -11,20 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use plugboard_host::ledger::{Intent, MARKER_ENV, ResourceKind};
-use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, gc};
-
-/// gc with the built-in backends, on a runtime of its own.
-fn run_gc(
-    ledger: &mut Ledger,
-    opts: GcOptions,
-    self_host: Option<i64>,
-) -> Result<plugboard_host::GcReport, plugboard_host::HostError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| plugboard_host::HostError::Internal(e.to_string()))?;
-    rt.block_on(gc(ledger, opts, self_host, &plugboard_host::Backends::builtin(None)))
-}
+use plugboard_host::{DataDir, GcOptions, Ledger, Manifest};
 
 const CHILD_ENV: &str = "PLUGBOARD_TEST_HOST_CHILD";
 

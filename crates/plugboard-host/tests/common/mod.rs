@@ -127,3 +127,22 @@ pub fn child_host(entry: &str, env: (&str, &std::ffi::OsStr), line: &str) -> std
     assert!(ok, "the host child {entry} never printed {line:?}");
     host
 }
+
+/// gc with the built-in backends, on a runtime of its own (for tests that
+/// run outside one).
+pub fn run_gc(
+    ledger: &mut plugboard_host::Ledger,
+    opts: plugboard_host::GcOptions,
+    self_host: Option<i64>,
+) -> Result<plugboard_host::GcReport, plugboard_host::HostError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| plugboard_host::HostError::Internal(e.to_string()))?;
+    rt.block_on(plugboard_host::gc(
+        ledger,
+        opts,
+        self_host,
+        &plugboard_host::Backends::builtin(None),
+    ))
+}
