@@ -40,21 +40,26 @@ fn report(name: &str, v: &mut [Duration], reference: Option<(&str, Duration)>) {
     );
 }
 
+/// Podman's storage in `dir` (vfs: nothing to unmount afterwards).
+fn storage_args(dir: &Path) -> Vec<String> {
+    let d = |s: &str| dir.join(s).display().to_string();
+    vec![
+        "--root".into(),
+        d("root"),
+        "--runroot".into(),
+        d("runroot"),
+        "--tmpdir".into(),
+        d("tmp"),
+        "--storage-driver".into(),
+        "vfs".into(),
+    ]
+}
+
 struct Podman(Child, PathBuf);
 impl Drop for Podman {
     fn drop(&mut self) {
-        let d = |s: &str| self.1.join(s).display().to_string();
         let _ = Command::new("podman")
-            .args([
-                "--root",
-                &d("root"),
-                "--runroot",
-                &d("runroot"),
-                "--tmpdir",
-                &d("tmp"),
-                "--storage-driver",
-                "vfs",
-            ])
+            .args(storage_args(&self.1))
             .args(["rm", "-af", "-t", "0"])
             .env("CONTAINERS_CONF", self.1.join("containers.conf"))
             .stdout(Stdio::null())
@@ -72,19 +77,9 @@ fn podman(dir: &Path) -> Podman {
         "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let d = |s: &str| dir.join(s).display().to_string();
     let sock = dir.join("podman.sock");
     let child = Command::new("podman")
-        .args([
-            "--root",
-            &d("root"),
-            "--runroot",
-            &d("runroot"),
-            "--tmpdir",
-            &d("tmp"),
-            "--storage-driver",
-            "vfs",
-        ])
+        .args(storage_args(dir))
         .args(["system", "service", "--time=0"])
         .arg(format!("unix://{}", sock.display()))
         .env("CONTAINERS_CONF", &conf)

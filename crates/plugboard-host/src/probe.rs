@@ -111,7 +111,7 @@ pub async fn http_get_endpoint(
     use crate::endpoint::Endpoint;
     match endpoint {
         Endpoint::Unix(p) => http_get_unix(p, path, token, limit).await,
-        Endpoint::Tcp(addr) => http_get_tcp(addr, addr, path, token, limit).await,
+        Endpoint::Tcp(addr) => http_get_tcp(&format!("tcp://{addr}"), addr, addr, path, token, limit).await,
         Endpoint::Url(u) => {
             let uri: Uri = u.parse().map_err(|_| ProbeError::BadUrl {
                 url: u.clone(),
@@ -125,19 +125,21 @@ pub async fn http_get_endpoint(
                 reason: "it has no host".into(),
             })?;
             let addr = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
-            http_get_tcp(&addr, auth.as_str(), path, token, limit).await
+            http_get_tcp(&format!("tcp://{addr}"), &addr, auth.as_str(), path, token, limit).await
         }
     }
 }
 
+/// GET `path` over TCP to `addr` with `Host: host`; errors name `target`.
 async fn http_get_tcp(
+    target: &str,
     addr: &str,
     host: &str,
     path: &str,
     token: Option<&str>,
     limit: Duration,
 ) -> Result<u16, ProbeError> {
-    let target = format!("tcp://{addr}");
+    let target = target.to_owned();
     let attempt = async {
         let io = TcpStream::connect(addr).await.map_err(|source| ProbeError::Connect {
             target: target.clone(),
@@ -166,22 +168,9 @@ pub async fn http_get_url(url: &str, limit: Duration) -> Result<u16, ProbeError>
         _ => return Err(bad("only http:// and https:// URLs are probed")),
     }
     let authority = uri.authority().ok_or_else(|| bad("it has no host"))?.clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let addr = format!("{}:{port}", authority.host());
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let attempt = async {
-        let io = TcpStream::connect(&addr).await.map_err(|source| ProbeError::Connect {
-            target: addr.clone(),
-            source,
-        })?;
-        get_over(io, url, authority.as_str(), &path, None).await
-    };
-    tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
-        Err(ProbeError::Timeout {
-            target: url.to_owned(),
-            ms: limit.as_millis(),
-        })
-    })
+    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    http_get_tcp(url, &addr, authority.as_str(), path, None, limit).await
 }
 
 /// Connects to `host:port`.

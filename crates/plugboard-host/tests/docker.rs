@@ -189,11 +189,7 @@ fn docker_host_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
     let (data, rest) = spec.split_once('|').unwrap();
     let (dir, image) = rest.split_once('|').unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = host_runtime();
     rt.block_on(async {
         let sup = supervisor(Path::new(data));
         sup.start(worker_manifest(Path::new(dir), image)).await.unwrap();
@@ -215,11 +211,7 @@ fn docker_mode_end_to_end_on_a_real_engine() {
     // SAFETY: the only test of this binary that runs in this process, set
     // before any thread reads it.
     unsafe { std::env::set_var("DOCKER_HOST", &address) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = host_runtime();
     let docker =
         Docker::connect_with_unix(&podman.socket.display().to_string(), 60, bollard::API_DEFAULT_VERSION).unwrap();
     let image = rt.block_on(empty_image(&docker));

@@ -237,11 +237,7 @@ fn external_host_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
     let (data, rest) = spec.split_once('|').unwrap();
     let (dir, port) = rest.split_once('|').unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = host_runtime();
     rt.block_on(async {
         let sup = supervisor(std::path::Path::new(data));
         let m = plain_manifest(std::path::Path::new(dir), port.parse().unwrap());

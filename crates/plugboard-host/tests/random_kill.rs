@@ -22,11 +22,7 @@ const CHILD_ENV: &str = "PLUGBOARD_TEST_KILL_HOST";
 #[test]
 fn cycling_host_child() {
     let Ok(data) = std::env::var(CHILD_ENV) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = host_runtime();
     rt.block_on(async {
         let sup = supervisor(std::path::Path::new(&data));
         let mut m = Manifest::load(&example("process_tree")).unwrap();

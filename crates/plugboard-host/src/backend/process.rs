@@ -125,6 +125,16 @@ fn limits(manifest: &Manifest) -> Result<Limits, HostError> {
     Ok(l)
 }
 
+/// Whether the recorded root `pid` still is the process started at
+/// `start_time`, and if another live process now holds that pid, its name.
+fn root_identity(pid: u32, start_time: u64) -> (bool, Option<String>) {
+    match plugboard_core::process::read_process(pid).filter(|p| p.is_live()) {
+        Some(p) if p.start_time == start_time => (true, None),
+        Some(_) => (false, Some(format!("pid {pid}"))),
+        None => (false, None),
+    }
+}
+
 fn tree_spec(target: &Target) -> (TreeSpec, Option<Cgroup>) {
     let (root, cgroup) = match &target.handle {
         Some(ResourceHandle::Process {
@@ -337,13 +347,8 @@ impl Backend for ProcessBackend {
                     start_time,
                     cgroups,
                 }) => {
-                    let p = plugboard_core::process::read_process(*pid).filter(|p| p.is_live());
-                    (
-                        p.as_ref().is_some_and(|p| p.start_time == *start_time),
-                        p.is_some_and(|p| p.start_time != *start_time)
-                            .then(|| format!("pid {pid}")),
-                        cgroups.iter().any(|d| std::path::Path::new(d).exists()),
-                    )
+                    let (alive, reused) = root_identity(*pid, *start_time);
+                    (alive, reused, cgroups.iter().any(|d| std::path::Path::new(d).exists()))
                 }
                 _ => (false, None, true),
             };
@@ -358,9 +363,7 @@ impl Backend for ProcessBackend {
         let done = tokio::task::spawn_blocking(move || {
             let (spec, cgroup) = tree_spec(&target);
             let reused = match spec.root {
-                Some((pid, Some(start))) => plugboard_core::process::read_process(pid)
-                    .filter(|p| p.is_live() && p.start_time != start)
-                    .map(|_| format!("pid {pid}")),
+                Some((pid, Some(start))) => root_identity(pid, start).1,
                 _ => None,
             };
             let (outcome, survivors) = end_tree(&spec, cgroup.as_ref(), grace);

@@ -146,3 +146,12 @@ pub fn run_gc(
         &plugboard_host::Backends::builtin(None),
     ))
 }
+
+/// A two-thread runtime, for test entry points that run as a host process.
+pub fn host_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
