@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{CreateImageOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::CreateImageOptionsBuilder;
 use common::*;
 use futures_util::StreamExt;
 use plugboard_host::backend::docker::{LABEL_LEDGER, LABEL_MARKER};
@@ -128,17 +128,14 @@ async fn empty_image(docker: &Docker) -> String {
     id.expect("the engine returned no image id")
 }
 
-async fn ours(docker: &Docker, ledger_id: &str) -> Vec<String> {
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&HashMap::from([("label", vec![format!("{LABEL_LEDGER}={ledger_id}")])]))
-        .build();
-    docker
-        .list_containers(Some(opts))
+/// Containers labelled with this ledger (read as plain JSON, as gc does:
+/// Podman's "stopped" state breaks typed listing).
+async fn ours(_docker: &Docker, ledger_id: &str) -> Vec<String> {
+    plugboard_host::backend::docker::list_by_label(LABEL_LEDGER, ledger_id)
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|c| c.id)
+        .map(|(id, _)| id)
         .collect()
 }
 

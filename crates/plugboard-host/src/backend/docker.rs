@@ -317,11 +317,12 @@ fn labels_filter(key: &str, value: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_owned(), vec![format!("{key}={value}")])])
 }
 
-/// Containers carrying `label=value`, as `(id, labels)`, from the engine's
+/// Containers carrying `label=value` on the engine at [`engine_address`],
+/// as `(id, labels)`, from the engine's
 /// list endpoint read as plain JSON: Podman reports states the Docker API
 /// does not have (`"stopped"`), which a typed client refuses to parse, and
 /// a list that fails to parse would hide exactly the leftovers gc is for.
-async fn list_by_label(label: &str, value: &str) -> Result<Vec<(String, HashMap<String, String>)>, String> {
+pub async fn list_by_label(label: &str, value: &str) -> Result<Vec<(String, HashMap<String, String>)>, String> {
     use http_body_util::{BodyExt, Empty, Limited};
     use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
