@@ -106,6 +106,16 @@ pub enum HostError {
         /// What went wrong.
         reason: String,
     },
+    /// A remote machine could not be reached or refused (SSH).
+    #[error("plugin {plugin}: SSH to {destination}: {reason}")]
+    Remote {
+        /// The plugin.
+        plugin: String,
+        /// `user@host:port`.
+        destination: String,
+        /// What went wrong (host key, login, connection, remote command).
+        reason: String,
+    },
     /// `ready = "notify"` for a mode whose backend offers no notification.
     #[error(
         "plugin {plugin}: ready = \"notify\" needs a process plugin (subprocess, conda_env); {mode} offers no notification descriptor"

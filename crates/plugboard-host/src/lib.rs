@@ -7,6 +7,8 @@
 //!   config, restarts, logs, the call handle — for every mode;
 //! * [`ledger`]: every resource written down (SQLite, WAL) before it exists;
 //! * [`gc`](mod@gc): a plan of what to end and why, carried out through backends;
+//! * [`ssh`]: the SSH launcher (connections, commands and forwards to
+//!   other machines) used by remote and cloud backends;
 //! * [`tree`], [`cgroup`], [`zombies`], [`logs`], [`probe`], [`endpoint`],
 //!   [`launch`], [`paths`]: the pieces those use.
 //!
@@ -29,6 +31,7 @@ pub mod logs;
 pub mod manifest;
 pub mod paths;
 pub mod probe;
+pub mod ssh;
 pub mod supervisor;
 mod tls;
 pub mod tree;

@@ -141,7 +141,8 @@ impl From<HostError> for ApiError {
             HostError::ExitedBeforeReady { .. }
             | HostError::ReadyTimeout { .. }
             | HostError::ProvisionTimeout { .. }
-            | HostError::Spawn { .. } => (StatusCode::BAD_GATEWAY, "start_failed"),
+            | HostError::Spawn { .. }
+            | HostError::Remote { .. } => (StatusCode::BAD_GATEWAY, "start_failed"),
             HostError::StoppedDuringStart { .. } => (StatusCode::CONFLICT, "stopped_during_start"),
             HostError::Lost { .. } => (StatusCode::SERVICE_UNAVAILABLE, "lost"),
             HostError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

@@ -615,6 +615,7 @@ impl Backend for DockerBackend {
             notify: None,
             exit: Some(rx),
             keepalive: Some(Box::new(std::sync::Mutex::new(attached.input))),
+            lost: None,
         })
     }
 
@@ -708,7 +709,7 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn sweep(&self, ledger_id: &str) -> Result<Vec<Marked>, BackendError> {
+    async fn sweep(&self, ledger_id: &str, _recorded: &[Value]) -> Result<Vec<Marked>, BackendError> {
         // No engine at the address (no socket, or no answer): nothing of
         // ours can be running on it.
         let docker = match connect() {

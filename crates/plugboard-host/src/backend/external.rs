@@ -125,6 +125,7 @@ impl Backend for ExternalBackend {
             notify: None,
             exit: None,
             keepalive: None,
+            lost: None,
         })
     }
 
@@ -141,7 +142,7 @@ impl Backend for ExternalBackend {
         true
     }
 
-    async fn sweep(&self, _ledger_id: &str) -> Result<Vec<Marked>, BackendError> {
+    async fn sweep(&self, _ledger_id: &str, _recorded: &[serde_json::Value]) -> Result<Vec<Marked>, BackendError> {
         Ok(Vec::new())
     }
 }

@@ -12,11 +12,13 @@
 //! | subprocess, conda_env | [`process`] | `PLUGBOARD_RESOURCE_ID` env var, cgroup name | tree and cgroup empty |
 //! | external | [`external`] | none (not owned) | never ended by plugboard |
 //! | docker | `docker` (feature `docker`) | container labels | removed (404) |
+//! | remote_ssh | [`remote_ssh`] | `PLUGBOARD_RESOURCE_ID` env var on the remote machine | no remote process carries the marker |
 
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod external;
 pub mod process;
+pub mod remote_ssh;
 #[cfg(feature = "test-backend")]
 pub mod testing;
 
@@ -136,6 +138,11 @@ pub struct Launched {
     /// Held while the resource should live (a process's stdin); dropped on
     /// stop, which tells workers to exit.
     pub keepalive: Option<Box<dyn Any + Send + Sync>>,
+    /// Becomes `Some(reason)` when the backend sees the resource become
+    /// unreachable (a dropped SSH connection), for backends that see that
+    /// as an event: the plugin turns `lost` at once instead of at the next
+    /// probe; [`Backend::observe`] then tells whether it came back.
+    pub lost: Option<watch::Receiver<Option<String>>>,
 }
 
 /// What identifies a resource to stop, observe or sweep: its marker, and
@@ -148,6 +155,11 @@ pub struct Target {
     pub marker: String,
     /// Its handle, if the row got one.
     pub handle: Option<ResourceHandle>,
+    /// What the ledger row recorded at intent (the plan's details): where
+    /// to look for a resource with no handle yet (an SSH destination, a
+    /// region…).
+    #[serde(skip)]
+    pub details: Value,
     /// What a sweep just now found carrying the marker: `Some(false)` lets a
     /// backend skip searching by marker again (gc over many rows); `None`
     /// when unknown.
@@ -229,7 +241,9 @@ pub enum BackendError {
 ///   resource is confirmed gone.
 /// * [`observe`](Backend::observe) never changes anything.
 /// * [`sweep`](Backend::sweep) lists what carries a marker of `ledger_id`,
-///   whatever its row says; gc decides what to end.
+///   whatever its row says; gc decides what to end. A backend that can
+///   look only in some places reports what it found there and logs the
+///   places it could not reach; it fails only when it could look nowhere.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The backend's name, stored in the ledger (`process`, `external`…).
@@ -260,8 +274,11 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
-    /// What carries a marker of `ledger_id`.
-    async fn sweep(&self, ledger_id: &str) -> Result<Vec<Marked>, BackendError>;
+    /// What carries a marker of `ledger_id`. `recorded` holds the details
+    /// this backend's rows recorded (live ones and those ended lately), for
+    /// backends that must know where to look (remote machines, regions);
+    /// local backends ignore it.
+    async fn sweep(&self, ledger_id: &str, recorded: &[Value]) -> Result<Vec<Marked>, BackendError>;
 
     /// Live details of a resource for status pages (pids, cgroup…).
     fn inspect(&self, target: &Target) -> Value {
@@ -294,6 +311,10 @@ impl Backends {
         b.register(Arc::new(external::ExternalBackend), &[ExecutionMode::ExternalService]);
         #[cfg(feature = "docker")]
         b.register(Arc::new(docker::DockerBackend), &[ExecutionMode::Docker]);
+        b.register(
+            Arc::new(remote_ssh::RemoteSshBackend::new()),
+            &[ExecutionMode::RemoteSsh],
+        );
         b
     }
 

@@ -333,6 +333,7 @@ impl Backend for ProcessBackend {
             notify,
             exit: Some(rx),
             keepalive: stdin.map(|s| Box::new(s) as Box<dyn std::any::Any + Send + Sync>),
+            lost: None,
         })
     }
 
@@ -404,7 +405,7 @@ impl Backend for ProcessBackend {
         }
     }
 
-    async fn sweep(&self, ledger_id: &str) -> Result<Vec<Marked>, BackendError> {
+    async fn sweep(&self, ledger_id: &str, _recorded: &[Value]) -> Result<Vec<Marked>, BackendError> {
         let ledger_id = ledger_id.to_owned();
         tokio::task::spawn_blocking(move || {
             let prefix = format!("{ledger_id}:");

@@ -153,6 +153,7 @@ impl Backend for TestBackend {
             notify: None,
             exit: Some(rx),
             keepalive: None,
+            lost: None,
         })
     }
 
@@ -200,7 +201,7 @@ impl Backend for TestBackend {
         true
     }
 
-    async fn sweep(&self, ledger_id: &str) -> Result<Vec<Marked>, BackendError> {
+    async fn sweep(&self, ledger_id: &str, _recorded: &[serde_json::Value]) -> Result<Vec<Marked>, BackendError> {
         let prefix = format!("{ledger_id}:");
         let w = self.world();
         let mut out: HashMap<i64, Vec<String>> = HashMap::new();

@@ -24,6 +24,10 @@ use crate::backend::{Backends, Stopped};
 use crate::error::HostError;
 use crate::ledger::{Ledger, ResourceStatus};
 
+/// How far back ended rows are looked at for where their backends must
+/// sweep (a week).
+const SWEEP_LOOKBACK_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// What to reap.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GcOptions {
@@ -106,8 +110,10 @@ pub async fn gc(
     let ledger_id = ledger.ledger_id().to_owned();
     let mut swept = Vec::new();
     let mut swept_ok = HashSet::new();
+    let since = crate::ledger::now_ms() - SWEEP_LOOKBACK_MS;
     for b in backends.all() {
-        match b.sweep(&ledger_id).await {
+        let recorded = ledger.recorded_details(b.name(), since)?;
+        match b.sweep(&ledger_id, &recorded).await {
             Ok(found) => {
                 swept_ok.insert(b.name().to_owned());
                 swept.extend(found.into_iter().map(|m| (b.name().to_owned(), m)));
@@ -136,6 +142,16 @@ pub async fn gc(
         self_host,
         opts.all,
     );
+    let mut plan = plan;
+    // A swept resource's row (ended, or never finished) still says where it is.
+    for a in &mut plan.actions {
+        if a.target.details.is_null()
+            && let Some(id) = a.resource_id
+            && let Some(r) = ledger.get(id)?
+        {
+            a.target.details = r.details;
+        }
+    }
     let mut report = GcReport {
         dry_run: opts.dry_run,
         kept: plan.kept,

@@ -403,6 +403,29 @@ impl Ledger {
         )
     }
 
+    /// The distinct details recorded by `backend`'s rows that are live or
+    /// ended after `ended_since` (ms since epoch): where its sweep looks.
+    pub fn recorded_details(&self, backend: &str, ended_since: i64) -> Result<Vec<Value>, LedgerError> {
+        let op = "list recorded details";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT details FROM resources WHERE backend = ?1 AND (ended_at IS NULL OR ended_at >= ?2)",
+            )
+            .map_err(self.err(op))?;
+        let rows = stmt
+            .query_map(params![backend, ended_since], |r| r.get::<_, String>(0))
+            .map_err(self.err(op))?;
+        let mut out = Vec::new();
+        for r in rows {
+            // A row whose details do not parse has nothing to say where to look.
+            if let Ok(v) = serde_json::from_str(&r.map_err(self.err(op))?) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every resource, oldest first.
     pub fn all(&self) -> Result<Vec<ResourceRecord>, LedgerError> {
         self.query(

@@ -197,8 +197,17 @@ pub enum ResourceHandle {
     RemoteProcess {
         /// The host it runs on.
         host: String,
+        /// The SSH port it is reached at, when not the default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// The SSH login, when one was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
         /// Its pid there.
         pid: u32,
+        /// Its process group there (0 when unknown).
+        #[serde(default)]
+        pgid: u32,
         /// Its start time there.
         start_time: u64,
         /// That machine's boot id.

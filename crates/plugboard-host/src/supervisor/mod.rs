@@ -96,6 +96,7 @@ pub(crate) struct Live {
     pub backend: Arc<dyn Backend>,
     pub owned: bool,
     pub handle: Option<ResourceHandle>,
+    pub details: Value,
     pub endpoint: Option<Endpoint>,
     pub listen: PathBuf,
     pub keepalive: Option<Box<dyn Any + Send + Sync>>,
@@ -108,6 +109,7 @@ impl Live {
             resource_id: Some(self.rid),
             marker: self.marker.clone(),
             handle: self.handle.clone(),
+            details: self.details.clone(),
             marker_found: None,
         }
     }
@@ -457,9 +459,20 @@ impl Supervisor {
                 r.endpoint_url = st.endpoint.clone();
                 m.remote_resource = Some(r);
             }
-            Some(ResourceHandle::RemoteProcess { host, pid, boot_id, .. }) => {
+            Some(ResourceHandle::RemoteProcess {
+                host,
+                port,
+                pid,
+                start_time,
+                boot_id,
+                ..
+            }) => {
                 let mut r = RemoteResource::new(plugboard_core::CloudProvider::Custom);
                 r.ssh_host = Some(host.clone());
+                if let Some(p) = port {
+                    r.ssh_port = *p;
+                }
+                r.metadata.insert("remote_start_time".into(), Value::from(*start_time));
                 r.status = st.state.as_str().into();
                 r.endpoint_url = st.endpoint.clone();
                 r.metadata.insert("remote_pid".into(), Value::from(*pid));

@@ -1,7 +1,7 @@
-//! Watching a running worker: its exit (an event, for backends that have
-//! one) and periodic probes (for backends that have none); an unrequested
-//! exit is recorded and may be restarted by policy, a failed probe makes
-//! the plugin `lost` and is never restarted.
+//! Watching a running worker: its exit and its loss (events, for backends
+//! that have them) and periodic probes (for backends that have none); an
+//! unrequested exit is recorded and may be restarted by policy, a loss or
+//! a failed probe makes the plugin `lost`, which is never restarted.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,19 +32,44 @@ async fn next_exit(rx: &mut Option<watch::Receiver<Option<ExitInfo>>>) -> ExitIn
     }
 }
 
+/// The next loss a backend reports as an event (pending forever when it
+/// reports none).
+async fn next_lost(rx: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        if r.changed().await.is_err() {
+            *rx = None;
+            return std::future::pending().await;
+        }
+        if let Some(reason) = r.borrow_and_update().clone() {
+            return reason;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn monitor(
     inner: Weak<Inner>,
     slot: Arc<Slot>,
     generation: u64,
     mut exit_rx: Option<watch::Receiver<Option<ExitInfo>>>,
+    mut lost_rx: Option<watch::Receiver<Option<String>>>,
     polls: bool,
     endpoint: Endpoint,
     token: Option<String>,
 ) {
     let interval = Duration::from_secs_f64(slot.st().manifest.probe_interval_s.max(0.01));
     let exit = loop {
-        tokio::select! {
+        let result: Result<(), String> = tokio::select! {
             x = next_exit(&mut exit_rx) => break x,
+            reason = next_lost(&mut lost_rx) => {
+                if slot.st().generation != generation {
+                    return;
+                }
+                Err(reason)
+            }
             _ = tokio::time::sleep(interval), if polls => {
                 let (ready, current) = {
                     let s = slot.st();
@@ -60,31 +85,38 @@ pub(super) async fn monitor(
                         None => return,
                     }
                 };
-                let result = match observed {
+                match observed {
                     Observation::Alive => Ok(()),
                     Observation::Lost(reason) => Err(reason),
                     Observation::Exited(x) => break x,
                     Observation::Unknown => probe_once(&ready, &endpoint, token.as_deref(), interval.min(Duration::from_secs(5))).await,
-                };
-                let Some(inner) = inner.upgrade() else { return };
-                let mut s = slot.st();
-                if s.generation != generation {
-                    return;
-                }
-                let next = s.state.after_probe(result.is_ok());
-                if next != s.state {
-                    s.state = next;
-                    s.note = result.err();
-                    if let Some(rid) = s.live.as_ref().map(|l| l.rid) {
-                        let status = if next == RunState::Lost { ResourceStatus::Lost } else { ResourceStatus::Running };
-                        let ledger = lock(&inner.ledger);
-                        if let Err(e) = ledger.set_status(rid, status).and_then(|()| ledger.set_note(rid, s.note.as_deref())) {
-                            tracing::error!(plugin = %slot.id, error = %e, "cannot record a probe result");
-                        }
-                    }
-                    tracing::warn!(plugin = %slot.id, state = next.as_str(), note = ?s.note, "probe changed the plugin's state");
                 }
             }
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let mut s = slot.st();
+        if s.generation != generation {
+            return;
+        }
+        let next = s.state.after_probe(result.is_ok());
+        if next != s.state {
+            s.state = next;
+            s.note = result.err();
+            if let Some(rid) = s.live.as_ref().map(|l| l.rid) {
+                let status = if next == RunState::Lost {
+                    ResourceStatus::Lost
+                } else {
+                    ResourceStatus::Running
+                };
+                let ledger = lock(&inner.ledger);
+                if let Err(e) = ledger
+                    .set_status(rid, status)
+                    .and_then(|()| ledger.set_note(rid, s.note.as_deref()))
+                {
+                    tracing::error!(plugin = %slot.id, error = %e, "cannot record a probe result");
+                }
+            }
+            tracing::warn!(plugin = %slot.id, state = next.as_str(), note = ?s.note, "the plugin's state changed by observation");
         }
     };
     on_exit(inner, slot, generation, exit).await;

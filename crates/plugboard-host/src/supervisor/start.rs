@@ -139,7 +139,7 @@ async fn attempt(
                 owned: plan.owned,
                 cost_per_hour: plan.price.map(|p| p.0),
                 price_source: plan.price.map(|p| p.1),
-                details,
+                details: details.clone(),
             },
         )?;
         (rid, ledger.marker(rid))
@@ -170,6 +170,7 @@ async fn attempt(
         resource_id: Some(rid),
         marker: marker.clone(),
         handle: None,
+        details: details.clone(),
         marker_found: None,
     };
     let launched = tokio::select! {
@@ -225,6 +226,7 @@ async fn attempt(
     }
     drop(ready_tx);
     let exit_rx = launched.exit.clone();
+    let lost_rx = launched.lost.take();
     let notify_rx = launched.notify.take();
     let endpoint = launched.endpoint.clone();
     let token = launched.token.clone();
@@ -238,6 +240,7 @@ async fn attempt(
             backend: Arc::clone(&backend),
             owned: plan.owned,
             handle: Some(launched.handle.clone()),
+            details,
             endpoint: Some(endpoint.clone()),
             listen: listen.clone(),
             keepalive: launched.keepalive.take(),
@@ -295,6 +298,7 @@ async fn attempt(
                 Arc::clone(slot),
                 generation,
                 exit_rx,
+                lost_rx,
                 backend.polls(),
                 endpoint,
                 token,

@@ -155,3 +155,4 @@ pub fn host_runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+pub mod sshd;
