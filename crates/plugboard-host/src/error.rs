@@ -118,7 +118,7 @@ pub enum HostError {
     },
     /// `ready = "notify"` for a mode whose backend offers no notification.
     #[error(
-        "plugin {plugin}: ready = \"notify\" needs a process plugin (subprocess, conda_env); {mode} offers no notification descriptor"
+        "plugin {plugin}: ready = \"notify\" needs a subprocess, conda_env or remote_ssh plugin; {mode} offers no notification descriptor"
     )]
     NoNotify {
         /// The plugin.

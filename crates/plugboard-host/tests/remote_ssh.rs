@@ -233,6 +233,28 @@ fn remote_ssh_end_to_end_over_a_real_sshd() {
         assert!(marked_alive(&ledger_id).is_empty());
     });
 
+    // 3b. Through a jump host, checked with the same known_hosts and key.
+    rt.block_on(async {
+        let m = manifest_in(
+            tmp.path(),
+            "jumped",
+            &format!(
+                "name = \"jumped\"\ncategory = \"remote\"\nexecution_mode = \"remote_ssh\"\nready = \"none\"\nstop_grace_s = 1\n\
+                 [launch]\nhost = \"127.0.0.2\"\nport = {port}\njump_host = \"127.0.0.1:{port}\"\nidentity_file = \"{id}\"\nknown_hosts = \"{kh}\"\n\
+                 command = \"sleep\"\nargs = [\"30\"]\n",
+                port = sshd.port,
+                id = sshd.identity.display(),
+                kh = sshd.known_hosts.display()
+            ),
+        );
+        let st = sup.start(m).await.unwrap();
+        let pid = remote_pid(&st);
+        assert!(alive(pid));
+        sup.stop("remote_jumped").await.unwrap();
+        assert!(!alive(pid));
+        assert!(marked_alive(&ledger_id).is_empty());
+    });
+
     // 4. The connection drops: `lost` at once (never restarted); the next
     //    observation reconnects and finds the worker gone (it read EOF).
     rt.block_on(async {
@@ -273,6 +295,43 @@ fn remote_ssh_end_to_end_over_a_real_sshd() {
         let row = sup.with_ledger(|l| l.get(first).unwrap().unwrap());
         assert_eq!(row.status, ResourceStatus::Crashed);
         eprintln!("lost reported {lost_after:?} after the connection was killed");
+    });
+
+    // 4b. A worker that outlives its dropped connection (it ignores its
+    //     stdin closing) is re-attached when the connection comes back:
+    //     `lost`, then `running` again, the same remote pid, stoppable.
+    rt.block_on(async {
+        let m = manifest_in(
+            tmp.path(),
+            "survivor",
+            &format!(
+                "name = \"survivor\"\ncategory = \"remote\"\nexecution_mode = \"remote_ssh\"\nready = \"none\"\nstop_grace_s = 1\nprobe_interval_s = 1\n\
+                 [launch]\n{keys}command = \"/bin/sh\"\nargs = [\"-c\", \"trap '' HUP; while :; do sleep 0.1; done\"]\n",
+                keys = sshd.launch_keys()
+            ),
+        );
+        let st = sup.start(m).await.unwrap();
+        let pid = remote_pid(&st);
+        assert!(sshd.kill_connections() > 0);
+        assert!(
+            wait_until(Duration::from_secs(2), || sup
+                .status("remote_survivor")
+                .is_some_and(|s| s.state == RunState::Lost))
+            .await
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || sup
+                .status("remote_survivor")
+                .is_some_and(|s| s.state == RunState::Running))
+            .await,
+            "{:?}",
+            sup.status("remote_survivor")
+        );
+        assert_eq!(remote_pid(&sup.status("remote_survivor").unwrap()), pid);
+        assert!(alive(pid));
+        sup.stop("remote_survivor").await.unwrap();
+        assert!(!alive(pid));
+        assert!(marked_alive(&ledger_id).is_empty());
     });
 
     // 5. The host SIGKILLed: the SDK worker exits by itself (its stdin was

@@ -43,7 +43,9 @@ pub struct Destination {
     pub identity_file: Option<PathBuf>,
     /// known_hosts file to check the host key against (else the user's).
     pub known_hosts: Option<PathBuf>,
-    /// Jump host(s), as `ssh -J` takes them.
+    /// A jump host, `[user@]host[:port]`, reached with the same
+    /// known_hosts, identity and options (unlike `ssh -J`, whose inner
+    /// connection reads only `~/.ssh/config`).
     pub jump_host: Option<String>,
     /// How long connecting may take.
     pub connect_timeout: Duration,
@@ -116,11 +118,36 @@ impl Destination {
             a.push("-l".into());
             a.push(u.into());
         }
-        if let Some(j) = &self.jump_host {
-            a.push("-J".into());
-            a.push(j.into());
+        if let Some(j) = self.jump_host.as_deref().and_then(parse_jump) {
+            a.push("-o".into());
+            a.push(format!("ProxyCommand={}", self.jump_command(&j)).into());
         }
         a
+    }
+
+    /// The `ProxyCommand` that reaches the target through the jump host
+    /// with this destination's own checks and key.
+    fn jump_command(&self, jump: &Jump) -> String {
+        // ssh expands `%` tokens in ProxyCommand: a literal one is `%%`.
+        let q = |s: &str| script::quote(&s.replace('%', "%%"));
+        let mut c = format!(
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout={} -o LogLevel=ERROR",
+            self.connect_timeout.as_secs().max(1)
+        );
+        if let Some(k) = &self.known_hosts {
+            c.push_str(&format!(" -o UserKnownHostsFile={}", q(&k.to_string_lossy())));
+        }
+        if let Some(i) = &self.identity_file {
+            c.push_str(&format!(" -o IdentitiesOnly=yes -i {}", q(&i.to_string_lossy())));
+        }
+        if let Some(p) = jump.port {
+            c.push_str(&format!(" -p {p}"));
+        }
+        if let Some(u) = &jump.user {
+            c.push_str(&format!(" -l {}", q(u)));
+        }
+        c.push_str(&format!(" -W %h:%p -- {}", q(&jump.host)));
+        c
     }
 
     /// What the ledger records about it (no secrets: paths, not keys).
@@ -162,6 +189,38 @@ impl Destination {
         }
         Ok(d)
     }
+}
+
+/// A parsed jump host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    /// Its login, if given.
+    pub user: Option<String>,
+    /// Its host.
+    pub host: String,
+    /// Its port, if given.
+    pub port: Option<u16>,
+}
+
+/// Parses `[user@]host[:port]` (one hop; `None` for anything else).
+pub fn parse_jump(s: &str) -> Option<Jump> {
+    if s.is_empty() || s.starts_with('-') || s.contains([',', ' ', '\t', '\'', '"']) {
+        return None;
+    }
+    let (user, rest) = match s.split_once('@') {
+        Some((u, r)) if !u.is_empty() => (Some(u.to_owned()), r),
+        Some(_) => return None,
+        None => (None, s),
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse::<u16>().ok().filter(|p| *p > 0)?)),
+        None => (rest, None),
+    };
+    (!host.is_empty() && !host.starts_with('-')).then(|| Jump {
+        user,
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// Errors of the SSH launcher, each naming the destination.
@@ -296,6 +355,31 @@ mod tests {
             .collect();
         assert!(a.contains(&"BatchMode=yes".to_string()));
         assert!(a.contains(&"StrictHostKeyChecking=yes".to_string()));
+    }
+
+    #[test]
+    fn jump_hosts_are_parsed_strictly() {
+        assert_eq!(
+            parse_jump("me@bastion:2200"),
+            Some(Jump {
+                user: Some("me".into()),
+                host: "bastion".into(),
+                port: Some(2200)
+            })
+        );
+        assert_eq!(parse_jump("bastion").map(|j| j.port), Some(None));
+        for bad in ["", "-oProxyCommand=x", "a,b", "@h", "h:0", "h:x", "h o", "h'"] {
+            assert_eq!(parse_jump(bad), None, "{bad}");
+        }
+        let mut d = Destination::new("target");
+        d.jump_host = Some("me@bastion:2200".into());
+        d.known_hosts = Some("/k/known 100%".into());
+        let args: Vec<String> = d.args().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let proxy = args.iter().find(|a| a.starts_with("ProxyCommand=")).expect("proxy");
+        assert!(
+            proxy.contains("-W %h:%p -- 'bastion'") && proxy.contains("'/k/known 100%%'"),
+            "{proxy}"
+        );
     }
 
     #[test]

@@ -1,11 +1,22 @@
-//! A real OpenSSH server on loopback for the remote_ssh tests: throwaway
-//! host and user keys, its own known_hosts, a free port; stopped by pid.
+//! A real OpenSSH server on loopback for the remote_ssh tests and bench:
+//! throwaway host and user keys, its own known_hosts, a free port; stopped
+//! by pid. Standalone (the ssh bench includes it too).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::wait_until_blocking;
+fn wait_until_blocking(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
 
 pub struct Sshd {
     pub port: u16,
@@ -63,7 +74,7 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\nPidFile {dir}/sshd.pid\n\
+                "ListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nPort {port}\nHostKey {hk}\nPidFile {dir}/sshd.pid\n\
                  AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n\
                  AllowTcpForwarding yes\nAllowStreamLocalForwarding yes\nStreamLocalBindUnlink yes\n\
@@ -83,14 +94,11 @@ impl Sshd {
         let pubkey = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let mut fields = pubkey.split_whitespace();
         let known_hosts = dir.join("known_hosts");
-        std::fs::write(
-            &known_hosts,
-            format!(
-                "[127.0.0.1]:{port} {} {}\n",
-                fields.next().unwrap(),
-                fields.next().unwrap()
-            ),
-        )
+        std::fs::write(&known_hosts, {
+            let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+            // 127.0.0.2 is the same server, for going through a jump host.
+            format!("[127.0.0.1]:{port} {kind} {key}\n[127.0.0.2]:{port} {kind} {key}\n")
+        })
         .unwrap();
         let up = wait_until_blocking(Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

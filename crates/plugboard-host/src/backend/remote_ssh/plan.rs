@@ -127,6 +127,16 @@ pub(super) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
         }
     }
     dest.jump_host = string("jump_host")?;
+    if let Some(j) = &dest.jump_host
+        && crate::ssh::parse_jump(j).is_none()
+    {
+        return Err(bad(
+            "jump_host",
+            format!(
+                "{j:?} is not one [user@]host[:port] (a chain of jump hosts belongs in ~/.ssh/config as ProxyJump)"
+            ),
+        ));
+    }
     dest.connect_timeout = seconds("connect_timeout_s", 10)?;
     dest.alive_interval = seconds("alive_interval_s", 2)?;
     let command = l.command.as_deref().ok_or_else(|| HostError::MissingLaunch {
@@ -252,6 +262,7 @@ mod tests {
             ),
             ("host = \"-oProxyCommand=x\"\ncommand = \"w\"", "host"),
             ("host = \"h\"\ncommand = \"w\"\ncwd = \"x\"", "cwd"),
+            ("host = \"h\"\ncommand = \"w\"\njump_host = \"a,b\"", "jump_host"),
             ("host = \"h\"\ncommand = \"w\"\nimage = \"x\"", "image"),
         ] {
             let e = match manifest(launch) {
