@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod cgroup;
 pub mod client;
+pub mod cost;
 pub mod endpoint;
 pub mod error;
 pub mod gc;

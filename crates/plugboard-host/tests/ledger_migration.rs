@@ -115,6 +115,11 @@ fn a_v1_ledger_migrates_in_place_and_every_row_survives() {
     let priced = after.iter().find(|r| r.cost_per_hour.is_some()).unwrap();
     assert_eq!(priced.plugin_id, "llm_gpu_sleeper");
     assert!(priced.accrued_usd(priced.created_at + 3_600_000) > 1.24);
+    // v1's billing became one interval at the stored price, open while the row is live.
+    assert_eq!(priced.billing.len(), 1);
+    assert_eq!(priced.billing[0].start_ms, priced.created_at);
+    assert_eq!(Some(priced.billing[0].price_per_hour), priced.cost_per_hour);
+    assert_eq!(priced.billing[0].end_ms, None);
     assert_eq!(ledger.hosts().unwrap().len(), 1);
     drop(ledger);
 
@@ -139,7 +144,7 @@ fn a_ledger_from_a_newer_plugboard_is_refused_and_left_untouched() {
     drop(c);
     match Ledger::open(&path) {
         Err(e @ LedgerError::TooNew { found: 99, .. }) => {
-            assert!(e.to_string().contains("reads up to 2"), "{e}");
+            assert!(e.to_string().contains(&format!("reads up to {SCHEMA_VERSION}")), "{e}");
         }
         other => panic!("expected TooNew, got {other:?}"),
     }
@@ -170,4 +175,43 @@ fn a_failed_migration_changes_nothing() {
     assert_eq!(v, "1");
     let n: i64 = c.query_row("SELECT count(*) FROM resources", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 5);
+}
+
+/// A v2 ledger (one billing start per row, no intervals): opened, every
+/// billed row becomes one interval at its stored price, ended with the row.
+#[test]
+fn a_v2_ledger_gets_billing_intervals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ledger.sqlite");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO meta VALUES ('schema_version', '2'), ('ledger_id', 'v2ledger');
+         CREATE TABLE hosts (id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, start_time INTEGER NOT NULL,
+                             boot_id TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER);
+         INSERT INTO hosts VALUES (1, 1, 1, 'b', 0, NULL);
+         CREATE TABLE resources (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, backend TEXT NOT NULL,
+             plugin_id TEXT NOT NULL, host_id INTEGER NOT NULL REFERENCES hosts(id), status TEXT NOT NULL,
+             owned INTEGER NOT NULL DEFAULT 1, handle TEXT, endpoint TEXT, created_at INTEGER NOT NULL,
+             updated_at INTEGER NOT NULL, ended_at INTEGER, exit_code INTEGER, signal INTEGER,
+             cost_per_hour REAL, price_source TEXT, billing_started_at INTEGER, note TEXT,
+             details TEXT NOT NULL DEFAULT '{}');
+         INSERT INTO resources (id, kind, backend, plugin_id, host_id, status, created_at, updated_at, ended_at,
+                                cost_per_hour, price_source, billing_started_at)
+         VALUES (1, 'process', 'process', 'a_done', 1, 'stopped', 0, 0, 7200000, 3.0, 'manifest', 3600000),
+                (2, 'process', 'process', 'a_free', 1, 'running', 0, 0, NULL, NULL, NULL, 0),
+                (3, 'process', 'process', 'a_live', 1, 'running', 0, 0, NULL, 1.0, 'manifest', 0);",
+    )
+    .unwrap();
+    drop(c);
+    let ledger = Ledger::open(&path).unwrap();
+    assert_eq!(ledger.ledger_id(), "v2ledger");
+    let done = ledger.get(1).unwrap().unwrap();
+    assert_eq!(done.billing.len(), 1);
+    assert_eq!(done.billing[0].end_ms, Some(7_200_000));
+    assert!((done.accrued_usd(100_000_000) - 3.0).abs() < 1e-9);
+    assert!(ledger.get(2).unwrap().unwrap().billing.is_empty());
+    let live = ledger.get(3).unwrap().unwrap();
+    assert!((live.accrued_usd(3_600_000) - 1.0).abs() < 1e-9);
+    assert_eq!(live.burn_rate(), 1.0);
 }

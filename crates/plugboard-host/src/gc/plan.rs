@@ -221,6 +221,10 @@ mod tests {
             billing_started_at: None,
             note: None,
             details: Value::Null,
+            deadline_at: None,
+            deadline_reason: None,
+            billing: Vec::new(),
+            charges_usd: 0.0,
         }
     }
 

@@ -3,14 +3,16 @@
 //! Version 1 stored a process's pid and start time in columns, any other
 //! handle as a bare string, and statuses as free strings. Version 2 stores
 //! the handle as typed JSON per kind, the backend, the endpoint, ownership,
-//! the price's source and when billing started. Opening a v1 ledger migrates
-//! it in one transaction: either every row is carried over or nothing
-//! changes.
+//! the price's source and when billing started. Version 3 adds the cost
+//! ledger: billable intervals (each at the price in force when it opened),
+//! per-call charges, and each resource's enforcement deadline. Opening an
+//! older ledger migrates it in one transaction: either every row is carried
+//! over or nothing changes.
 
 use rusqlite::Connection;
 
 /// The schema version this plugboard writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const TABLES_V2: &str = "
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,6 +87,35 @@ const V1_COPY: &str = "
     DROP TABLE resources_v1;
 ";
 
+/// v2 → v3: the deadline columns, the billing and charges tables; a v2
+/// row's single billing start becomes one interval at its stored price,
+/// ending with the row.
+const V2_TO_V3: &str = "
+    ALTER TABLE resources ADD COLUMN deadline_at INTEGER;
+    ALTER TABLE resources ADD COLUMN deadline_reason TEXT;
+    CREATE TABLE IF NOT EXISTS billing (
+        id INTEGER PRIMARY KEY,
+        resource_id INTEGER NOT NULL REFERENCES resources(id),
+        price_per_hour REAL NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS billing_resource ON billing(resource_id);
+    CREATE TABLE IF NOT EXISTS charges (
+        id INTEGER PRIMARY KEY,
+        resource_id INTEGER REFERENCES resources(id),
+        plugin_id TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        usd REAL NOT NULL,
+        what TEXT
+    );
+    CREATE INDEX IF NOT EXISTS charges_resource ON charges(resource_id);
+    CREATE INDEX IF NOT EXISTS charges_at ON charges(at_ms);
+    INSERT INTO billing (resource_id, price_per_hour, start_ms, end_ms)
+        SELECT id, cost_per_hour, billing_started_at, ended_at FROM resources
+        WHERE billing_started_at IS NOT NULL AND cost_per_hour IS NOT NULL;
+";
+
 /// Brings the database at `conn` to [`SCHEMA_VERSION`] inside one
 /// transaction. Returns the version found before (0 for a new file), or
 /// that version unchanged when it is newer than this plugboard reads.
@@ -109,6 +140,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         tx.execute_batch(V1_COPY)?;
     } else {
         tx.execute_batch(TABLES_V2)?;
+    }
+    if found < 3 {
+        tx.execute_batch(V2_TO_V3)?;
     }
     tx.execute(
         "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)

@@ -10,6 +10,7 @@
 //! ([`ResourceHandle`]): processes by pid *and* start time, hosts by pid,
 //! start time and boot id, so a reused pid is never taken for a recorded one.
 
+mod billing;
 mod migrate;
 mod record;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
+pub use billing::SpendRow;
 pub use migrate::SCHEMA_VERSION;
 pub use record::{HostRecord, Intent, PriceSource, ResourceHandle, ResourceKind, ResourceRecord, ResourceStatus};
 
@@ -73,7 +75,10 @@ pub fn boot_id() -> String {
 
 const COLUMNS: &str = "id, kind, backend, plugin_id, host_id, status, owned, handle, endpoint, created_at, \
                        updated_at, ended_at, exit_code, signal, cost_per_hour, price_source, billing_started_at, \
-                       note, details";
+                       note, details, deadline_at, deadline_reason, \
+                       (SELECT json_group_array(json_array(b.price_per_hour, b.start_ms, b.end_ms)) \
+                        FROM billing b WHERE b.resource_id = resources.id), \
+                       (SELECT COALESCE(SUM(c.usd), 0) FROM charges c WHERE c.resource_id = resources.id)";
 
 /// The ledger database.
 #[derive(Debug)]
@@ -277,26 +282,20 @@ impl Ledger {
         let now = now_ms();
         self.conn
             .execute(
-                "UPDATE resources SET status = ?2, updated_at = ?3,
-                        billing_started_at = CASE WHEN ?2 = 'running' THEN COALESCE(billing_started_at, ?3)
-                                                  ELSE billing_started_at END
-                 WHERE id = ?1 AND ended_at IS NULL",
+                "UPDATE resources SET status = ?2, updated_at = ?3 WHERE id = ?1 AND ended_at IS NULL",
                 params![id, status.as_str(), now],
             )
             .map_err(self.err("update status"))?;
+        if status == ResourceStatus::Running {
+            self.open_billing(id, now)?;
+        }
         Ok(())
     }
 
     /// Starts billing resource `id` now (for providers that bill from
-    /// creation); a start already recorded is kept.
+    /// creation); billing already running is kept.
     pub fn start_billing(&self, id: i64) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE resources SET billing_started_at = COALESCE(billing_started_at, ?2) WHERE id = ?1",
-                params![id, now_ms()],
-            )
-            .map_err(self.err("start billing"))?;
-        Ok(())
+        self.open_billing(id, now_ms())
     }
 
     /// Records a reason on resource `id` (why gc could not end it, why it is
@@ -325,11 +324,12 @@ impl Ledger {
         self.conn
             .execute(
                 "UPDATE resources SET status = ?2, exit_code = COALESCE(?3, exit_code), signal = COALESCE(?4, signal),
-                        updated_at = ?5, ended_at = COALESCE(ended_at, ?5)
+                        updated_at = ?5, ended_at = COALESCE(ended_at, ?5), deadline_at = NULL
                  WHERE id = ?1",
                 params![id, status.as_str(), exit_code, signal, now],
             )
             .map_err(self.err("end resource"))?;
+        self.close_billing(id, now)?;
         Ok(())
     }
 
@@ -367,6 +367,10 @@ impl Ledger {
             billing_started_at: r.get(16)?,
             note: r.get(17)?,
             details: serde_json::from_str(&details).unwrap_or(Value::Null),
+            deadline_at: r.get(19)?,
+            deadline_reason: r.get(20)?,
+            billing: billing::parse_intervals(r.get::<_, Option<String>>(21)?.as_deref(), r.get(11)?),
+            charges_usd: r.get(22)?,
         })
     }
 

@@ -11,6 +11,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::cost::BillingInterval;
+
 /// What kind of thing a resource row stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -361,6 +363,15 @@ pub struct ResourceRecord {
     pub note: Option<String>,
     /// Backend-specific details (log path, command…), never secrets.
     pub details: Value,
+    /// When it must be ended at the latest (ms since epoch), if a budget,
+    /// `max_duration_s` or an idle timeout set one.
+    pub deadline_at: Option<i64>,
+    /// Why that deadline.
+    pub deadline_reason: Option<String>,
+    /// Its billable intervals, each at the price in force when it opened.
+    pub billing: Vec<BillingInterval>,
+    /// Per-call charges recorded against it (USD).
+    pub charges_usd: f64,
 }
 
 impl ResourceRecord {
@@ -374,14 +385,19 @@ impl ResourceRecord {
         self.handle.as_ref().and_then(ResourceHandle::pid)
     }
 
-    /// USD accrued from the start of billing to its end (or `now_ms`).
+    /// USD accrued up to `now_ms`: its billable intervals at their own
+    /// prices, plus its per-call charges.
     pub fn accrued_usd(&self, now_ms: i64) -> f64 {
-        let Some(start) = self.billing_started_at else {
-            return 0.0;
-        };
-        let end = self.ended_at.unwrap_or(now_ms);
-        let hours = (end - start).max(0) as f64 / 3_600_000.0;
-        hours * self.cost_per_hour.unwrap_or(0.0).max(0.0)
+        crate::cost::accrued(&self.billing, i64::MIN, now_ms) + self.charges_usd.max(0.0)
+    }
+
+    /// USD per hour it bills at now (0 when billing is not running).
+    pub fn burn_rate(&self) -> f64 {
+        if self.is_live() {
+            crate::cost::rate(&self.billing)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -471,10 +487,21 @@ mod tests {
             billing_started_at: None,
             note: None,
             details: Value::Null,
+            deadline_at: None,
+            deadline_reason: None,
+            billing: Vec::new(),
+            charges_usd: 0.0,
         };
         assert_eq!(r.accrued_usd(3_600_000), 0.0);
-        r.billing_started_at = Some(1_800_000);
+        r.billing.push(BillingInterval {
+            price_per_hour: 2.0,
+            start_ms: 1_800_000,
+            end_ms: None,
+        });
         assert!((r.accrued_usd(3_600_000) - 1.0).abs() < 1e-9);
+        assert_eq!(r.burn_rate(), 2.0);
         assert_eq!(r.accrued_usd(0), 0.0);
+        r.charges_usd = 0.25;
+        assert!((r.accrued_usd(3_600_000) - 1.25).abs() < 1e-9);
     }
 }

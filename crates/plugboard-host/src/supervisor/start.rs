@@ -127,6 +127,7 @@ async fn attempt(
     let mut details = plan.details.clone();
     if let Value::Object(d) = &mut details {
         d.insert("log".into(), json!(slot.log_path));
+        d.insert("category".into(), json!(m.category));
     }
     let (rid, marker) = {
         let ledger = lock(&inner.ledger);
