@@ -84,6 +84,20 @@ impl Default for Restart {
     }
 }
 
+/// The `[lifecycle]` table: when a running plugin is stopped by itself,
+/// and whether a call starts a stopped one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifecycle {
+    /// Stop the plugin after this many seconds without a call (none in flight).
+    pub idle_stop_s: Option<f64>,
+    /// A call to the stopped plugin starts it and waits until it is ready.
+    pub start_on_demand: bool,
+    /// Stop the plugin this many seconds after it started, whatever it does;
+    /// also the horizon of its start's budget projection (else one hour).
+    pub max_duration_s: Option<f64>,
+}
+
 /// The `[launch]` table: how to start the worker. Keys other modes use are
 /// kept in `extra` and checked by that mode's backend at start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -150,6 +164,8 @@ struct RawManifest {
     resources: Resources,
     #[serde(default)]
     restart: Restart,
+    #[serde(default)]
+    lifecycle: Lifecycle,
 }
 
 /// A parsed, checked `plugin.toml`.
@@ -190,6 +206,8 @@ pub struct Manifest {
     pub resources: Resources,
     /// Restart policy.
     pub restart: Restart,
+    /// Idle stop, start on demand, maximum duration.
+    pub lifecycle: Lifecycle,
 }
 
 /// A manifest that could not be loaded: which file, and why.
@@ -309,6 +327,19 @@ impl Manifest {
             config_schema,
             resources: raw.resources,
             restart: raw.restart,
+            lifecycle: {
+                for (name, v) in [
+                    ("lifecycle.idle_stop_s", raw.lifecycle.idle_stop_s),
+                    ("lifecycle.max_duration_s", raw.lifecycle.max_duration_s),
+                ] {
+                    if let Some(x) = v
+                        && !(0.001..=31_536_000.0).contains(&x)
+                    {
+                        return Err(err(format!("{name} must be between 0.001 and 31536000 seconds, got {x}")));
+                    }
+                }
+                raw.lifecycle
+            },
             path: path.to_path_buf(),
             dir,
         })

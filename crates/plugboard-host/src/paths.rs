@@ -45,6 +45,11 @@ impl DataDir {
         self.root.join("ledger.sqlite")
     }
 
+    /// The budgets file.
+    pub fn budgets_path(&self) -> PathBuf {
+        self.root.join("budgets.json")
+    }
+
     /// The logs directory.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
