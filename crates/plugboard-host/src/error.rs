@@ -106,6 +106,23 @@ pub enum HostError {
         /// What went wrong.
         reason: String,
     },
+    /// A budget refused the start.
+    #[error("plugin {plugin} not started: {refusal}")]
+    BudgetRefused {
+        /// The plugin.
+        plugin: String,
+        /// Which budget, its limit and the projection.
+        refusal: crate::budget::Refusal,
+    },
+    /// Budgets could not be read.
+    #[error("plugin {plugin} not started: its budgets cannot be checked")]
+    Budgets {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        #[source]
+        source: crate::budget::BudgetError,
+    },
     /// A remote machine could not be reached or refused (SSH).
     #[error("plugin {plugin}: SSH to {destination}: {reason}")]
     Remote {

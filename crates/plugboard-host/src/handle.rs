@@ -6,7 +6,7 @@
 //! execution mode.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,50 @@ pub use crate::client::{CallError, Target, WorkerClient};
 
 type Calls = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
 
+/// A plugin's call activity, shared by every clone of its handle: calls in
+/// flight and when the last one ended (for idle stop).
+#[derive(Debug, Default)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    last_call_ms: AtomicI64,
+}
+
+impl Activity {
+    /// Calls running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When the last call began or ended (ms since epoch), if any did.
+    pub fn last_call_ms(&self) -> Option<i64> {
+        Some(self.last_call_ms.load(Ordering::SeqCst)).filter(|t| *t > 0)
+    }
+
+    /// Forgets past calls (a new start).
+    pub fn reset(&self) {
+        self.last_call_ms.store(0, Ordering::SeqCst);
+    }
+
+    fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.last_call_ms.store(crate::ledger::now_ms(), Ordering::SeqCst);
+        ActivityGuard(Some(Arc::clone(self)))
+    }
+}
+
+/// Counts one call in flight until dropped.
+#[derive(Debug)]
+struct ActivityGuard(Option<Arc<Activity>>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.last_call_ms.store(crate::ledger::now_ms(), Ordering::SeqCst);
+            a.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 enum Kind {
     InProcess { exec: Arc<dyn Executor>, calls: Calls },
     Worker(Arc<WorkerClient>),
@@ -34,6 +78,7 @@ enum Kind {
 pub struct PluginHandle {
     plugin: String,
     kind: Arc<Kind>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl std::fmt::Debug for PluginHandle {
@@ -55,6 +100,7 @@ impl std::fmt::Debug for PluginHandle {
 pub struct CallStream {
     request_id: String,
     rx: mpsc::Receiver<Result<StreamEvent, CallError>>,
+    _activity: ActivityGuard,
 }
 
 impl CallStream {
@@ -111,6 +157,20 @@ impl PluginHandle {
                 exec,
                 calls: Arc::new(Mutex::new(HashMap::new())),
             }),
+            activity: None,
+        }
+    }
+
+    /// The same handle, counting its calls in `activity`.
+    pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    fn begin(&self) -> ActivityGuard {
+        match &self.activity {
+            Some(a) => a.begin(),
+            None => ActivityGuard(None),
         }
     }
 
@@ -119,6 +179,7 @@ impl PluginHandle {
         PluginHandle {
             plugin: client.plugin().to_owned(),
             kind: Arc::new(Kind::Worker(Arc::new(client))),
+            activity: None,
         }
     }
 
@@ -194,6 +255,7 @@ impl PluginHandle {
 
     /// Runs one call and returns its output.
     pub async fn execute(&self, input: Value) -> Result<Value, CallError> {
+        let _activity = self.begin();
         match &*self.kind {
             Kind::InProcess { exec, calls } => {
                 let id = uuid::Uuid::new_v4().to_string();
@@ -226,6 +288,7 @@ impl PluginHandle {
     /// the result. `request_id` (generated when `None`) names it for cancel.
     pub async fn execute_streaming(&self, input: Value, request_id: Option<String>) -> Result<CallStream, CallError> {
         let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let activity = self.begin();
         let (tx, rx) = mpsc::channel(256);
         match &*self.kind {
             Kind::InProcess { exec, calls } => {
@@ -270,7 +333,11 @@ impl PluginHandle {
                 tokio::spawn(read_ndjson(plugin, resp.into_body(), tx));
             }
         }
-        Ok(CallStream { request_id, rx })
+        Ok(CallStream {
+            request_id,
+            rx,
+            _activity: activity,
+        })
     }
 
     /// Asks the plugin to cancel call `request_id`; `Ok(false)` when no such

@@ -334,6 +334,36 @@ impl Host {
         self.supervisor.handle(unique_id)
     }
 
+    /// The handle to call a plugin; a stopped plugin whose manifest says
+    /// `[lifecycle] start_on_demand` is started first, and the call waits
+    /// until it is ready (bounded by its ready timeout), as a
+    /// scale-to-zero service would.
+    pub async fn call_handle(&self, unique_id: &str) -> Result<PluginHandle, HostError> {
+        match self.handle(unique_id) {
+            Err(HostError::NotRunning { .. }) => {}
+            other => return other,
+        }
+        let m = self.manifest(unique_id)?;
+        if !m.lifecycle.start_on_demand {
+            return self.handle(unique_id);
+        }
+        tracing::info!(plugin = unique_id, "starting on demand for a call");
+        match self.start(unique_id).await {
+            Ok(_) | Err(HostError::AlreadyRunning { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // Another caller's start may still be finishing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(m.ready_timeout_s);
+        loop {
+            match self.handle(unique_id) {
+                Err(HostError::NotRunning { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stops every plugin and marks the host ended in the ledger.
     pub async fn shutdown(&self) -> Result<(), HostError> {
         for entry in lock(&self.in_process).values_mut() {

@@ -144,6 +144,8 @@ impl From<HostError> for ApiError {
             | HostError::Spawn { .. }
             | HostError::Remote { .. } => (StatusCode::BAD_GATEWAY, "start_failed"),
             HostError::StoppedDuringStart { .. } => (StatusCode::CONFLICT, "stopped_during_start"),
+            HostError::BudgetRefused { .. } => (StatusCode::FORBIDDEN, "budget_exceeded"),
+            HostError::Budgets { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "budgets_unreadable"),
             HostError::Lost { .. } => (StatusCode::SERVICE_UNAVAILABLE, "lost"),
             HostError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             HostError::StopUnconfirmed { .. } => (StatusCode::BAD_GATEWAY, "stop_unconfirmed"),
@@ -639,7 +641,7 @@ async fn call(
     ApiQuery(q): ApiQuery<CallQuery>,
     ApiJson(body): ApiJson<CallBody>,
 ) -> ApiResult {
-    let handle = s.host.handle(&id)?;
+    let handle = s.host.call_handle(&id).await?;
     if !q.stream {
         return ok(json!({"output": handle.execute(body.input).await?}));
     }

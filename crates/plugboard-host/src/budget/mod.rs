@@ -228,6 +228,29 @@ impl Budget {
     }
 }
 
+/// Every budget's status at `now_ms` from the ledger's spend, with the
+/// spend rows read (for per-plugin figures).
+pub fn evaluate(
+    budgets: &[Budget],
+    ledger: &crate::ledger::Ledger,
+    now_ms: i64,
+) -> Result<(Vec<Status>, Vec<crate::ledger::SpendRow>), crate::ledger::LedgerError> {
+    let since = budgets
+        .iter()
+        .map(|b| decide::period_start(b.period, now_ms))
+        .min()
+        .unwrap_or(now_ms);
+    let rows = if budgets.is_empty() { Vec::new() } else { ledger.spend_since(since)? };
+    let statuses = budgets
+        .iter()
+        .map(|b| {
+            let spend = decide::spend(&b.scope, &rows, decide::period_start(b.period, now_ms), now_ms);
+            decide::status(b, spend, now_ms)
+        })
+        .collect();
+    Ok((statuses, rows))
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BudgetFile {

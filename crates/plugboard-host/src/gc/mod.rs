@@ -89,6 +89,7 @@ fn reason_text(a: &GcAction) -> String {
         GcReason::All => "gc --all".into(),
         GcReason::MarkedAfterEnd => format!("marked {} outlived its ended row", a.kind),
         GcReason::MarkedWithoutRow => format!("marked {} has no ledger row", a.kind),
+        GcReason::DeadlinePassed => "its deadline passed (budget, max duration or idle) and its host did not stop it".into(),
     }
 }
 
@@ -131,7 +132,7 @@ pub async fn gc(
             ended.insert(r.id);
         }
     }
-    let plan = plan::plan(
+    let plan = plan::plan_at(
         &ledger_id,
         &hosts,
         |h| h.is_alive(),
@@ -141,6 +142,7 @@ pub async fn gc(
         &swept_ok,
         self_host,
         opts.all,
+        crate::ledger::now_ms(),
     );
     let mut plan = plan;
     // A swept resource's row (ended, or never finished) still says where it is.

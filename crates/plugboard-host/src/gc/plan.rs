@@ -21,6 +21,9 @@ pub enum GcReason {
     MarkedAfterEnd,
     /// It carries a marker of a row that does not exist.
     MarkedWithoutRow,
+    /// Its host runs, but its deadline (budget, `max_duration_s`, idle)
+    /// passed and it was not stopped: enforced by whoever runs gc.
+    DeadlinePassed,
 }
 
 /// What gc does to it.
@@ -87,6 +90,27 @@ pub fn plan(
     self_host: Option<i64>,
     all: bool,
 ) -> GcPlan {
+    plan_at(
+        ledger_id, hosts, host_alive, live, ended, swept, swept_ok, self_host, all, i64::MIN,
+    )
+}
+
+/// [`plan`] at `now_ms`: a live resource of another running host whose
+/// recorded deadline has passed is ended too ([`GcReason::DeadlinePassed`]);
+/// the calling host's own deadlines are its governor's.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_at(
+    ledger_id: &str,
+    hosts: &[HostRecord],
+    host_alive: impl Fn(&HostRecord) -> bool,
+    live: &[ResourceRecord],
+    ended: &HashSet<i64>,
+    swept: &[(String, Marked)],
+    swept_ok: &HashSet<String>,
+    self_host: Option<i64>,
+    all: bool,
+    now_ms: i64,
+) -> GcPlan {
     let alive: HashMap<i64, bool> = hosts
         .iter()
         .map(|h| (h.id, Some(h.id) == self_host || (h.ended_at.is_none() && host_alive(h))))
@@ -99,11 +123,16 @@ pub fn plan(
     let live_ids: HashSet<i64> = live.iter().map(|r| r.id).collect();
     for r in live {
         let host_alive = alive.get(&r.host_id).copied().unwrap_or(false);
-        if host_alive && !all {
+        let overdue = r.owned && Some(r.host_id) != self_host && r.deadline_at.is_some_and(|d| d <= now_ms);
+        if host_alive && !all && !overdue {
             out.kept += 1;
             continue;
         }
-        let reason = if host_alive { GcReason::All } else { GcReason::HostGone };
+        let reason = match (host_alive, overdue) {
+            (false, _) => GcReason::HostGone,
+            (true, true) => GcReason::DeadlinePassed,
+            (true, false) => GcReason::All,
+        };
         let what = found.get(&r.id).map(|v| {
             v.iter()
                 .map(|(_, m)| m.description.as_str())
@@ -260,6 +289,27 @@ mod tests {
         assert_eq!(p.hosts_to_end, vec![2]);
         // Nobody swept: whether anything carries the marker is unknown.
         assert_eq!(p.actions[0].target.marker_found, None);
+    }
+
+    #[test]
+    fn an_overdue_resource_of_a_running_host_is_ended_but_not_the_callers_own() {
+        let hosts = [host(1, false), host(2, false)];
+        let mut overdue = row(10, 1, true);
+        overdue.deadline_at = Some(500);
+        let mut mine = row(11, 2, true);
+        mine.deadline_at = Some(500);
+        let mut later = row(12, 1, true);
+        later.deadline_at = Some(5_000);
+        let live = [overdue, mine, later];
+        let (none, ok) = (HashSet::new(), HashSet::new());
+        let p = plan_at("L", &hosts, |_| true, &live, &none, &[], &ok, Some(2), false, 1_000);
+        assert_eq!(p.actions.len(), 1, "{p:?}");
+        assert_eq!(p.actions[0].resource_id, Some(10));
+        assert_eq!(p.actions[0].reason, GcReason::DeadlinePassed);
+        assert_eq!(p.kept, 2);
+        // Without a clock nothing is overdue.
+        let p = plan("L", &hosts, |_| true, &live, &none, &[], &ok, Some(2), false);
+        assert!(p.actions.is_empty());
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! * `start`, `ready`, `monitor`, `stop`, `output`: the acts;
 //! * [`lifecycle`]: a started worker as a core [`Lifecycle`](plugboard_core::Lifecycle) plugin.
 
+pub mod deadline;
+mod governor;
 pub mod lifecycle;
 mod monitor;
 mod output;
@@ -40,7 +42,8 @@ pub use status::{ExitInfo, RunState, WorkerStatus};
 use crate::backend::{Backend, Backends, Target};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
-use crate::handle::PluginHandle;
+use crate::budget::{Budget, BudgetStore};
+use crate::handle::{Activity, PluginHandle};
 use crate::ledger::{HostRecord, Ledger, ResourceHandle};
 use crate::logs::RotatingLog;
 use crate::manifest::Manifest;
@@ -72,6 +75,9 @@ pub struct SupervisorConfig {
     /// a host, such as `plugboard serve`); otherwise only those of workers'
     /// process groups.
     pub reap_all_orphans: bool,
+    /// How often budgets and `[lifecycle]` limits are enforced (default 1 s;
+    /// `PLUGBOARD_GOVERNOR_TICK_MS` overrides it).
+    pub governor_tick: Duration,
 }
 
 impl SupervisorConfig {
@@ -85,6 +91,11 @@ impl SupervisorConfig {
             launch_vars: BTreeMap::new(),
             backends: None,
             reap_all_orphans: false,
+            governor_tick: std::env::var("PLUGBOARD_GOVERNOR_TICK_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map_or(Duration::from_secs(1), Duration::from_millis),
         }
     }
 }
@@ -136,6 +147,10 @@ pub(crate) struct SlotState {
     pub error: Option<String>,
     pub note: Option<String>,
     pub handle: Option<PluginHandle>,
+    /// The deadline last written to the ledger, and why.
+    pub deadline: Option<(i64, String)>,
+    /// Set while the governor stops the plugin (why).
+    pub stopping_for: Option<String>,
 }
 
 /// One plugin's place in the host, for the host's whole life.
@@ -147,6 +162,8 @@ pub(crate) struct Slot {
     pub log: Arc<Mutex<RotatingLog>>,
     pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
     pub log_path: PathBuf,
+    /// Calls in flight and the last call, counted by its handles.
+    pub activity: Arc<Activity>,
 }
 
 impl Slot {
@@ -219,6 +236,10 @@ pub(crate) struct Inner {
     pub ledger: Mutex<Ledger>,
     pub host: HostRecord,
     pub slots: Mutex<HashMap<String, Arc<Slot>>>,
+    pub budgets: BudgetStore,
+    pub last_budgets: Mutex<Vec<Budget>>,
+    pub budget_status: Mutex<Vec<crate::budget::Status>>,
+    pub governor_started: std::sync::atomic::AtomicBool,
 }
 
 /// Runs plugins' workers. Cheap to clone; all clones share the workers.
@@ -256,15 +277,32 @@ impl Supervisor {
             .backends
             .clone()
             .unwrap_or_else(|| Backends::builtin(cfg.conda_tool.clone()));
-        Ok(Supervisor {
-            inner: Arc::new(Inner {
-                cfg,
-                backends,
-                ledger: Mutex::new(ledger),
-                host,
-                slots: Mutex::new(HashMap::new()),
-            }),
-        })
+        let budgets = BudgetStore::new(cfg.data.budgets_path());
+        let inner = Arc::new(Inner {
+            cfg,
+            backends,
+            ledger: Mutex::new(ledger),
+            host,
+            slots: Mutex::new(HashMap::new()),
+            budgets,
+            last_budgets: Mutex::new(Vec::new()),
+            budget_status: Mutex::new(Vec::new()),
+            governor_started: std::sync::atomic::AtomicBool::new(false),
+        });
+        governor::ensure_started(&inner);
+        Ok(Supervisor { inner })
+    }
+
+    /// Every budget's status as of the governor's last tick (empty before
+    /// the first, or with no budgets).
+    pub fn budget_status(&self) -> Vec<crate::budget::Status> {
+        lock(&self.inner.budget_status).clone()
+    }
+
+    /// Runs one round of budget and lifecycle enforcement now (the
+    /// governor does every `governor_tick`).
+    pub fn govern_now(&self) {
+        governor::tick_once(&self.inner);
     }
 
     /// This host's ledger record.
@@ -313,6 +351,8 @@ impl Supervisor {
                     error: None,
                     note: None,
                     handle: None,
+                    deadline: None,
+                    stopping_for: None,
                 }),
                 log: Arc::new(Mutex::new(RotatingLog::new(
                     &log_path,
@@ -321,6 +361,7 @@ impl Supervisor {
                 ))),
                 stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
                 log_path,
+                activity: Arc::new(Activity::default()),
             })
         }))
     }
@@ -350,6 +391,7 @@ impl Supervisor {
         manifest: Arc<Manifest>,
         config: Option<Value>,
     ) -> Result<WorkerStatus, HostError> {
+        governor::ensure_started(&self.inner);
         let slot = self.slot_for(&manifest);
         let _op = slot.op.lock().await;
         stop::cancel_pending_restart(&slot);

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::output::pump;
 use super::ready::wait_ready;
-use super::{Inner, Live, RunState, Slot, WorkerStatus, apply_config, lock, monitor};
+use super::{Inner, Live, RunState, Slot, WorkerStatus, apply_config, governor, lock, monitor};
 use crate::backend::{LaunchContext, Target};
 use crate::client::WorkerClient;
 use crate::error::HostError;
@@ -123,6 +123,7 @@ async fn attempt(
     let id = slot.id.clone();
     let backend = inner.backends.for_mode(&id, m.execution_mode)?;
     let plan = backend.plan(&m, &inner.cfg.launch_vars)?;
+    governor::check_start(inner, &m, plan.price.map(|p| p.0))?;
     slot.st().backend_name = Some(backend.name().into());
     let mut details = plan.details.clone();
     if let Value::Object(d) = &mut details {
@@ -291,7 +292,9 @@ async fn attempt(
                 if s.generation == generation && s.state == RunState::Starting {
                     s.state = RunState::Running;
                     s.ready_at_ms = Some(now_ms());
-                    s.handle = handle;
+                    s.handle = handle.map(|h| h.with_activity(Arc::clone(&slot.activity)));
+                    s.deadline = None;
+                    slot.activity.reset();
                 }
             }
             tokio::spawn(monitor::monitor(
