@@ -335,7 +335,9 @@ impl Manifest {
                     if let Some(x) = v
                         && !(0.001..=31_536_000.0).contains(&x)
                     {
-                        return Err(err(format!("{name} must be between 0.001 and 31536000 seconds, got {x}")));
+                        return Err(err(format!(
+                            "{name} must be between 0.001 and 31536000 seconds, got {x}"
+                        )));
                     }
                 }
                 raw.lifecycle

@@ -78,7 +78,10 @@ pub fn period_start(period: Period, now_ms: i64) -> i64 {
 /// What the plugins `scope` covers spent since `since_ms` and burn now.
 pub fn spend(scope: &Scope, rows: &[SpendRow], since_ms: i64, now_ms: i64) -> Spend {
     let mut s = Spend::default();
-    for r in rows.iter().filter(|r| scope.covers(&r.plugin_id, r.category.as_deref())) {
+    for r in rows
+        .iter()
+        .filter(|r| scope.covers(&r.plugin_id, r.category.as_deref()))
+    {
         s.accrued += cost::accrued(&r.billing, since_ms, now_ms) + r.charges_usd.max(0.0);
         if r.live {
             s.rate += cost::rate(&r.billing);
@@ -202,27 +205,92 @@ mod tests {
     fn exhaustion_is_when_the_rate_reaches_the_cap() {
         let b = budget(Some(10.0), None);
         assert_eq!(
-            exhaustion_at(&b, Spend { accrued: 4.0, rate: 2.0 }, 1_000),
+            exhaustion_at(
+                &b,
+                Spend {
+                    accrued: 4.0,
+                    rate: 2.0
+                },
+                1_000
+            ),
             Some(1_000 + 3 * 3_600_000)
         );
-        assert_eq!(exhaustion_at(&b, Spend { accrued: 4.0, rate: 0.0 }, 0), None);
-        assert_eq!(exhaustion_at(&b, Spend { accrued: 11.0, rate: 0.0 }, 5), Some(5));
-        assert_eq!(exhaustion_at(&budget(None, Some(1.0)), Spend { accrued: 1.0, rate: 1.0 }, 0), None);
+        assert_eq!(
+            exhaustion_at(
+                &b,
+                Spend {
+                    accrued: 4.0,
+                    rate: 0.0
+                },
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            exhaustion_at(
+                &b,
+                Spend {
+                    accrued: 11.0,
+                    rate: 0.0
+                },
+                5
+            ),
+            Some(5)
+        );
+        assert_eq!(
+            exhaustion_at(
+                &budget(None, Some(1.0)),
+                Spend {
+                    accrued: 1.0,
+                    rate: 1.0
+                },
+                0
+            ),
+            None
+        );
     }
 
     #[test]
     fn a_start_is_checked_against_the_projection() {
         let b = budget(Some(10.0), Some(5.0));
-        let spend = Spend { accrued: 6.0, rate: 1.0 };
+        let spend = Spend {
+            accrued: 6.0,
+            rate: 1.0,
+        };
         assert!(check_start(&b, spend, 2.0, 1.0).is_ok()); // 6 + 3 × 1 = 9
         let e = check_start(&b, spend, 4.0, 1.0).expect_err("11 > 10");
-        assert!(e.to_string().contains("$11.00") && e.to_string().contains("limit $10.00 per all"), "{e}");
+        assert!(
+            e.to_string().contains("$11.00") && e.to_string().contains("limit $10.00 per all"),
+            "{e}"
+        );
         let e = check_start(&b, spend, 4.5, 0.1).expect_err("rate 5.5 > 5");
         assert!(e.to_string().contains("$5.50/h"), "{e}");
         // A free plugin adds nothing and is never refused; a priced one is
         // refused once the total is spent.
-        assert!(check_start(&b, Spend { accrued: 10.0, rate: 0.0 }, 0.0, 1.0).is_ok());
-        assert!(check_start(&b, Spend { accrued: 10.0, rate: 0.0 }, 0.01, 0.0).is_err());
+        assert!(
+            check_start(
+                &b,
+                Spend {
+                    accrued: 10.0,
+                    rate: 0.0
+                },
+                0.0,
+                1.0
+            )
+            .is_ok()
+        );
+        assert!(
+            check_start(
+                &b,
+                Spend {
+                    accrued: 10.0,
+                    rate: 0.0
+                },
+                0.01,
+                0.0
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -69,7 +69,9 @@ impl FromStr for Scope {
             return if valid_id(c) {
                 Ok(Scope::Category(c.to_owned()))
             } else {
-                Err(BudgetError::Bad(format!("{s:?}: a category name is letters, digits, _, - and .")))
+                Err(BudgetError::Bad(format!(
+                    "{s:?}: a category name is letters, digits, _, - and ."
+                )))
             };
         }
         if valid_id(s) {
@@ -151,7 +153,8 @@ impl FromStr for Period {
 /// Midnight UTC of a `YYYY-MM-DD` date, in ms since epoch.
 pub fn parse_date(s: &str) -> Result<i64, BudgetError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(s, format).map_err(|e| BudgetError::Bad(format!("{s:?} is not a date YYYY-MM-DD: {e}")))?;
+    let date =
+        time::Date::parse(s, format).map_err(|e| BudgetError::Bad(format!("{s:?} is not a date YYYY-MM-DD: {e}")))?;
     Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
@@ -221,7 +224,9 @@ impl Budget {
             if let Some(x) = v
                 && (!x.is_finite() || x < 0.0)
             {
-                return Err(BudgetError::Bad(format!("--{name} must be a non-negative number of USD, got {x}")));
+                return Err(BudgetError::Bad(format!(
+                    "--{name} must be a non-negative number of USD, got {x}"
+                )));
             }
         }
         Ok(())
@@ -240,7 +245,11 @@ pub fn evaluate(
         .map(|b| decide::period_start(b.period, now_ms))
         .min()
         .unwrap_or(now_ms);
-    let rows = if budgets.is_empty() { Vec::new() } else { ledger.spend_since(since)? };
+    let rows = if budgets.is_empty() {
+        Vec::new()
+    } else {
+        ledger.spend_since(since)?
+    };
     let statuses = budgets
         .iter()
         .map(|b| {
@@ -388,8 +397,19 @@ mod tests {
             ..b.clone()
         };
         assert!(store.set(bad).is_err());
-        assert!(store.set(Budget { max_usd: Some(-1.0), ..b }).is_err());
-        std::fs::write(store.path(), "{\"budgets\": [{\"scope\": \"global\", \"max_usd\": \"x\"}]}").expect("write");
+        assert!(
+            store
+                .set(Budget {
+                    max_usd: Some(-1.0),
+                    ..b
+                })
+                .is_err()
+        );
+        std::fs::write(
+            store.path(),
+            "{\"budgets\": [{\"scope\": \"global\", \"max_usd\": \"x\"}]}",
+        )
+        .expect("write");
         let e = store.load().expect_err("invalid");
         assert!(e.to_string().contains("budgets.json"), "{e}");
     }

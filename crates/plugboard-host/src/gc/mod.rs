@@ -89,7 +89,9 @@ fn reason_text(a: &GcAction) -> String {
         GcReason::All => "gc --all".into(),
         GcReason::MarkedAfterEnd => format!("marked {} outlived its ended row", a.kind),
         GcReason::MarkedWithoutRow => format!("marked {} has no ledger row", a.kind),
-        GcReason::DeadlinePassed => "its deadline passed (budget, max duration or idle) and its host did not stop it".into(),
+        GcReason::DeadlinePassed => {
+            "its deadline passed (budget, max duration or idle) and its host did not stop it".into()
+        }
     }
 }
 

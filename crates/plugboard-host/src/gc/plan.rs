@@ -91,7 +91,16 @@ pub fn plan(
     all: bool,
 ) -> GcPlan {
     plan_at(
-        ledger_id, hosts, host_alive, live, ended, swept, swept_ok, self_host, all, i64::MIN,
+        ledger_id,
+        hosts,
+        host_alive,
+        live,
+        ended,
+        swept,
+        swept_ok,
+        self_host,
+        all,
+        i64::MIN,
     )
 }
 

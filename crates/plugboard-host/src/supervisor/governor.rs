@@ -84,7 +84,9 @@ pub(super) fn tick_once(inner: &Arc<Inner>) {
             if !matches!(s.state, RunState::Running | RunState::Lost) || s.stopping_for.is_some() {
                 continue;
             }
-            let Some(rid) = s.live.as_ref().map(|l| l.rid) else { continue };
+            let Some(rid) = s.live.as_ref().map(|l| l.rid) else {
+                continue;
+            };
             let l = &s.manifest.lifecycle;
             (
                 rid,
@@ -143,10 +145,7 @@ fn describe(st: &Status) -> String {
 fn report_levels(inner: &Inner, statuses: &[Status]) {
     let mut last = lock(&inner.budget_status);
     for st in statuses {
-        let before = last
-            .iter()
-            .find(|p| p.budget.scope == st.budget.scope)
-            .map(|p| p.level);
+        let before = last.iter().find(|p| p.budget.scope == st.budget.scope).map(|p| p.level);
         if before != Some(st.level) {
             match st.level {
                 Level::Warning => tracing::warn!(
@@ -158,7 +157,9 @@ fn report_levels(inner: &Inner, statuses: &[Status]) {
                     budget = %st.budget.scope,
                     "budget exceeded: stopping the priced plugins that count against it"
                 ),
-                Level::Ok if before.is_some() => tracing::info!(budget = %st.budget.scope, "budget back below its warning level"),
+                Level::Ok if before.is_some() => {
+                    tracing::info!(budget = %st.budget.scope, "budget back below its warning level")
+                }
                 Level::Ok => {}
             }
         }

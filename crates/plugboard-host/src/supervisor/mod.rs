@@ -40,9 +40,9 @@ pub use lifecycle::SupervisedPlugin;
 pub use status::{ExitInfo, RunState, WorkerStatus};
 
 use crate::backend::{Backend, Backends, Target};
+use crate::budget::{Budget, BudgetStore};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
-use crate::budget::{Budget, BudgetStore};
 use crate::handle::{Activity, PluginHandle};
 use crate::ledger::{HostRecord, Ledger, ResourceHandle};
 use crate::logs::RotatingLog;
