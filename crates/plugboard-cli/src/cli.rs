@@ -152,14 +152,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Estimated cost of what runs now.
+    /// Spend by plugin, provider and category: accrued, burn rate and projected.
     Cost {
-        /// Hours to estimate for.
+        /// Hours ahead to project the current burn rate over.
         #[arg(long, default_value_t = 1.0)]
         hours: f64,
+        /// Count spend from this date (YYYY-MM-DD, UTC) or `day`/`month` (default: everything).
+        #[arg(long)]
+        since: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// Set, show or delete budgets (global, per category, per plugin).
+    Budget {
+        /// What to do.
+        #[command(subcommand)]
+        action: BudgetAction,
     },
     /// Shell completions.
     Completions {
@@ -187,6 +196,36 @@ pub struct ServeArgs {
     /// Token required on the TCP address [env: PLUGBOARD_TOKEN].
     #[arg(long)]
     pub token: Option<String>,
+}
+
+/// `budget` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BudgetAction {
+    /// Add or replace the budget of SCOPE.
+    Set {
+        /// `global`, `category:NAME` or a plugin id.
+        scope: String,
+        /// Total USD allowed over the period.
+        #[arg(long)]
+        max_usd: Option<f64>,
+        /// The period the total counts over: day, month, all, or a start date YYYY-MM-DD.
+        #[arg(long, default_value = "month")]
+        period: String,
+        /// Running rate allowed, USD per hour.
+        #[arg(long)]
+        max_usd_per_hour: Option<f64>,
+    },
+    /// Every budget with its use against its limits.
+    Show {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the budget of SCOPE.
+    Delete {
+        /// `global`, `category:NAME` or a plugin id.
+        scope: String,
+    },
 }
 
 /// `config` subcommands.

@@ -376,7 +376,7 @@ pub fn config_edit(dirs: &Dirs, id: &str) -> CmdResult {
     Ok(())
 }
 
-fn ledger(dirs: &Dirs) -> Result<Ledger, Failure> {
+pub fn ledger(dirs: &Dirs) -> Result<Ledger, Failure> {
     Ledger::open(&DataDir::new(&dirs.data).ledger_path()).map_err(Failure::failed)
 }
 
@@ -517,54 +517,6 @@ pub fn gc(dirs: &Dirs, all: bool, dry_run: bool, as_json: bool) -> CmdResult {
             );
         }
     }
-    Ok(())
-}
-
-/// `plugboard cost`.
-pub fn cost(dirs: &Dirs, hours: f64, as_json: bool) -> CmdResult {
-    if !hours.is_finite() || hours < 0.0 {
-        return Err(Failure::usage(format!(
-            "--hours must be a non-negative number, got {hours}"
-        )));
-    }
-    let l = ledger(dirs)?;
-    let now = now_ms();
-    let mut per: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
-    for r in l.live().map_err(Failure::failed)? {
-        let rate = r.cost_per_hour.unwrap_or(0.0);
-        let e = per.entry(r.plugin_id.clone()).or_default();
-        e.0 += rate;
-        e.1 += r.accrued_usd(now);
-    }
-    let plugins: Vec<Value> = per
-        .iter()
-        .map(|(id, (rate, accrued))| {
-            json!({"plugin_id": id, "cost_per_hour": rate, "estimated_usd": rate * hours, "accrued_usd": accrued})
-        })
-        .collect();
-    let total: f64 = per.values().map(|(r, _)| r * hours).sum();
-    let accrued: f64 = per.values().map(|(_, a)| a).sum();
-    if as_json {
-        output::json(
-            &json!({"hours": hours, "plugins": plugins, "total_estimated_usd": total, "total_accrued_usd": accrued}),
-        );
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = per
-        .iter()
-        .map(|(id, (rate, acc))| {
-            vec![
-                id.clone(),
-                format!("{rate:.2}"),
-                format!("{:.2}", rate * hours),
-                format!("{acc:.4}"),
-            ]
-        })
-        .collect();
-    if !rows.is_empty() {
-        table(&["PLUGIN", "USD/H", &format!("EST. {hours} H"), "ACCRUED"], &rows);
-    }
-    println!("total for {hours} hour(s): ${total:.2} (accrued so far: ${accrued:.4})");
     Ok(())
 }
 

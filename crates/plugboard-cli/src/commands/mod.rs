@@ -1,11 +1,13 @@
 //! Command implementations: [`local`] (no host needed), [`serve`] (runs a
 //! host) and [`remote`] (clients of a running host).
 
+mod budget;
+mod cost;
 mod local;
 mod remote;
 mod serve;
 
-use crate::cli::{Command, ConfigAction};
+use crate::cli::{BudgetAction, Command, ConfigAction};
 use crate::{CmdResult, Dirs, Failure};
 
 /// Runs one command.
@@ -39,7 +41,17 @@ pub fn run(cmd: Command, dirs: &Dirs) -> CmdResult {
         },
         Command::Ps { json } => local::ps(dirs, json),
         Command::Gc { all, dry_run, json } => local::gc(dirs, all, dry_run, json),
-        Command::Cost { hours, json } => local::cost(dirs, hours, json),
+        Command::Cost { hours, since, json } => cost::cost(dirs, hours, since.as_deref(), json),
+        Command::Budget { action } => match action {
+            BudgetAction::Set {
+                scope,
+                max_usd,
+                period,
+                max_usd_per_hour,
+            } => budget::set(dirs, &scope, max_usd, &period, max_usd_per_hour),
+            BudgetAction::Show { json } => budget::show(dirs, json),
+            BudgetAction::Delete { scope } => budget::delete(dirs, &scope),
+        },
         Command::Logs { id, follow, lines } => local::logs(dirs, &id, follow, lines),
         Command::Completions { shell } => {
             use clap::CommandFactory;

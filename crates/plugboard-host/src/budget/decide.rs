@@ -310,6 +310,7 @@ mod tests {
             plugin_id: id.into(),
             category: Some(cat.into()),
             backend: "process".into(),
+            provider: "process".into(),
             billing: vec![BillingInterval {
                 price_per_hour: 1.0,
                 start_ms: 0,

@@ -24,6 +24,8 @@ pub struct SpendRow {
     pub category: Option<String>,
     /// The backend that created it.
     pub backend: String,
+    /// Who bills it: the provider recorded at launch, else the backend.
+    pub provider: String,
     /// Its billable intervals.
     pub billing: Vec<BillingInterval>,
     /// Per-call charges since the window's start.
@@ -153,6 +155,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT r.id, r.plugin_id, json_extract(r.details, '$.category'), r.backend, r.ended_at,
+                        COALESCE(json_extract(r.details, '$.provider'), r.backend),
                         (SELECT json_group_array(json_array(b.price_per_hour, b.start_ms, b.end_ms))
                          FROM billing b WHERE b.resource_id = r.id),
                         (SELECT COALESCE(SUM(c.usd), 0) FROM charges c WHERE c.resource_id = r.id AND c.at_ms >= ?1)
@@ -165,14 +168,15 @@ impl Ledger {
         let rows = stmt
             .query_map([since_ms], |r| {
                 let ended_at: Option<i64> = r.get(4)?;
-                let billing: Option<String> = r.get(5)?;
+                let billing: Option<String> = r.get(6)?;
                 Ok(SpendRow {
                     resource_id: r.get(0)?,
                     plugin_id: r.get(1)?,
                     category: r.get(2)?,
                     backend: r.get(3)?,
+                    provider: r.get(5)?,
                     billing: parse_intervals(billing.as_deref(), ended_at),
-                    charges_usd: r.get(6)?,
+                    charges_usd: r.get(7)?,
                     live: ended_at.is_none(),
                 })
             })
@@ -192,6 +196,7 @@ impl Ledger {
                     plugin_id: r.get(0)?,
                     category: None,
                     backend: "charge".into(),
+                    provider: "charge".into(),
                     billing: Vec::new(),
                     charges_usd: r.get(1)?,
                     live: false,
