@@ -115,10 +115,10 @@ pub enum HostError {
         refusal: crate::budget::Refusal,
     },
     /// Budgets could not be read.
-    #[error("plugin {plugin} not started: its budgets cannot be checked")]
+    #[error("{context}: the budgets cannot be read")]
     Budgets {
-        /// The plugin.
-        plugin: String,
+        /// What needed them (`plugin X not started`…).
+        context: String,
         /// Why.
         #[source]
         source: crate::budget::BudgetError,

@@ -364,6 +364,34 @@ impl Host {
         }
     }
 
+    /// Spend by plugin, provider and category since `since_ms` (everything
+    /// when `None`), projected `hours` ahead at the current burn rate.
+    pub fn cost_report(&self, since_ms: Option<i64>, hours: f64) -> Result<crate::cost::CostReport, HostError> {
+        let rows = self
+            .supervisor
+            .with_ledger(|l| l.spend_since(since_ms.unwrap_or(i64::MIN)))?;
+        Ok(crate::cost::report(&rows, since_ms, now_ms(), hours))
+    }
+
+    /// Cumulative spend per plugin at `points` moments of `[from_ms, now]`.
+    pub fn spend_series(&self, from_ms: i64, points: usize) -> Result<Vec<(String, Vec<f64>)>, HostError> {
+        let rows = self.supervisor.with_ledger(|l| l.spend_since(from_ms))?;
+        Ok(crate::cost::series(&rows, from_ms, now_ms(), points))
+    }
+
+    /// Every budget with its spend and level, now.
+    pub fn budget_status(&self) -> Result<Vec<crate::budget::Status>, HostError> {
+        let store = crate::budget::BudgetStore::new(self.cfg.data.budgets_path());
+        let budgets = store.load().map_err(|source| HostError::Budgets {
+            context: "budget status".into(),
+            source,
+        })?;
+        let (statuses, _) = self
+            .supervisor
+            .with_ledger(|l| crate::budget::evaluate(&budgets, l, now_ms()))?;
+        Ok(statuses)
+    }
+
     /// Stops every plugin and marks the host ended in the ledger.
     pub async fn shutdown(&self) -> Result<(), HostError> {
         for entry in lock(&self.in_process).values_mut() {

@@ -308,6 +308,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{id}/cancel", post(cancel))
         .route("/api/v1/ps", get(ps))
         .route("/api/v1/problems", get(problems))
+        .route("/api/v1/cost", get(cost))
+        .route("/api/v1/budgets", get(budgets))
         .with_state(state)
 }
 
@@ -691,4 +693,40 @@ async fn ps(State(s): State<ApiState>) -> ApiResult {
 
 async fn problems(State(s): State<ApiState>) -> ApiResult {
     ok(s.host.problems())
+}
+
+#[derive(Deserialize)]
+struct CostQuery {
+    /// `day`, `month`, `all` or `YYYY-MM-DD`.
+    since: Option<String>,
+    hours: Option<f64>,
+}
+
+async fn cost(State(s): State<ApiState>, ApiQuery(q): ApiQuery<CostQuery>) -> ApiResult {
+    let hours = q.hours.unwrap_or(1.0);
+    if !hours.is_finite() || !(0.0..=87_600.0).contains(&hours) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("hours must be between 0 and 87600, got {hours}"),
+        ));
+    }
+    let since = match q.since.as_deref() {
+        None | Some("all") => None,
+        Some(p) => {
+            let period: plugboard_host::budget::Period =
+                p.parse().map_err(|e: plugboard_host::budget::BudgetError| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("since: {e}"))
+                })?;
+            Some(plugboard_host::budget::decide::period_start(
+                period,
+                plugboard_host::ledger::now_ms(),
+            ))
+        }
+    };
+    ok(s.host.cost_report(since, hours)?)
+}
+
+async fn budgets(State(s): State<ApiState>) -> ApiResult {
+    ok(s.host.budget_status()?)
 }

@@ -227,7 +227,7 @@ pub(super) fn check_start(inner: &Inner, m: &Manifest, price: Option<f64>) -> Re
         .budgets
         .load()
         .map_err(|source| HostError::Budgets {
-            plugin: id.clone(),
+            context: format!("plugin {id} not started"),
             source,
         })?
         .into_iter()

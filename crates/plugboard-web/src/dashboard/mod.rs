@@ -9,6 +9,7 @@
 //! and that equals the `plugboard_csrf` cookie (SameSite=Strict); see
 //! [`crate::csrf`].
 
+pub mod cost;
 pub mod form;
 pub mod pages;
 
@@ -76,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/plugins/{id}/logs", get(logs))
         .route("/running", get(running))
+        .route("/cost", get(cost_page))
         .route("/events/running", get(running_events))
         .with_state(state)
 }
@@ -433,6 +435,27 @@ fn running_rows(s: &ApiState) -> Vec<pages::RunningRow> {
             }
         })
         .collect()
+}
+
+async fn cost_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let now = now_ms();
+    let report = s.host.cost_report(None, 1.0);
+    let budgets = s.host.budget_status();
+    let series = s.host.spend_series(now - 24 * 3_600_000, 49);
+    let error = [
+        report.as_ref().err().map(ToString::to_string),
+        budgets.as_ref().err().map(ToString::to_string),
+        series.as_ref().err().map(ToString::to_string),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let report = report.unwrap_or_else(|_| plugboard_host::cost::report(&[], None, now, 1.0));
+    let budgets = budgets.unwrap_or_default();
+    let series = series.unwrap_or_default();
+    page(&headers, "Cost", "cost", |_| {
+        cost::page(&report, &budgets, &series, error.as_deref())
+    })
 }
 
 async fn running(State(s): State<ApiState>, headers: HeaderMap) -> Response {

@@ -29,6 +29,7 @@ pub fn layout(title: &str, active: &str, body: Markup) -> Markup {
                     nav {
                         a.(if active == "overview" { "on" } else { "" }) href="/" { "Overview" }
                         a.(if active == "running" { "on" } else { "" }) href="/running" { "Running" }
+                        a.(if active == "cost" { "on" } else { "" }) href="/cost" { "Cost" }
                     }
                 }
                 main { (body) }
