@@ -922,3 +922,72 @@ fn concurrent_config_sets_of_different_keys_all_land_defect_7() {
         }
     }
 }
+
+#[test]
+fn budget_set_show_delete_and_cost() {
+    let e = Env::new();
+    e.cmd()
+        .args(["budget", "set", "global", "--max-usd", "5", "--period", "day"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("budget global set"));
+    e.cmd()
+        .args([
+            "budget",
+            "set",
+            "category:gpu",
+            "--max-usd-per-hour",
+            "2.5",
+            "--period",
+            "2026-11-01",
+        ])
+        .assert()
+        .success();
+    // Bad scopes, periods and empty budgets are usage errors naming the value.
+    e.cmd()
+        .args(["budget", "set", "a b", "--max-usd", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("\"a b\" is not a budget scope"));
+    e.cmd()
+        .args(["budget", "set", "global", "--max-usd", "1", "--period", "week"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a period"));
+    e.cmd()
+        .args(["budget", "set", "global"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("caps nothing"));
+    e.cmd()
+        .args(["budget", "set", "global", "--max-usd", "-3"])
+        .assert()
+        .code(2);
+    let out = e.cmd().args(["budget", "show", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scopes: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["budget"]["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes, ["global", "category:gpu"]);
+    assert_eq!(v[1]["budget"]["period"], "since:2026-11-01");
+    assert_eq!(v[0]["level"], "ok");
+    e.cmd()
+        .args(["budget", "show"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("$0.00 / $5.00 per day").and(predicate::str::contains("category:gpu")));
+    e.cmd().args(["budget", "delete", "global"]).assert().success();
+    e.cmd().args(["budget", "delete", "global"]).assert().code(3);
+    let out = e.cmd().args(["cost", "--since", "month", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_accrued_usd"], 0.0);
+    assert!(v["since_ms"].as_i64().is_some());
+    e.cmd().args(["cost", "--since", "yesterday"]).assert().code(2);
+    // The file is plain JSON in the data dir, no secrets.
+    let text = std::fs::read_to_string(e.data().join("budgets.json")).unwrap();
+    assert!(text.contains("category:gpu"));
+}

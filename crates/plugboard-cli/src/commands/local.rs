@@ -411,11 +411,28 @@ pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
         output::json(&rows);
         return Ok(());
     }
+    let now = now_ms();
+    // Plugins stopped by a budget or a lifecycle limit in the last hour, and why.
+    let governed: Vec<_> = l
+        .ended_since(now - 3_600_000)
+        .map_err(Failure::failed)?
+        .into_iter()
+        .filter(|r| r.note.as_deref().is_some_and(|n| n.starts_with("stopped: ")))
+        .collect();
     if rows.is_empty() {
         println!("nothing is running");
+    }
+    for r in &governed {
+        println!(
+            "{} was {} at {} UTC",
+            r.plugin_id,
+            r.note.as_deref().unwrap_or_default(),
+            utc(r.ended_at.unwrap_or(now))
+        );
+    }
+    if rows.is_empty() {
         return Ok(());
     }
-    let now = now_ms();
     let table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -429,6 +446,10 @@ pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
                 human_duration(now - r.created_at),
                 r.cost_per_hour.map_or("-".into(), |c| format!("{c:.2}")),
                 format!("{:.4}", r.accrued_usd(now)),
+                match (r.deadline_at, &r.deadline_reason) {
+                    (Some(at), Some(why)) => format!("{} ({why})", human_duration(at - now)),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
@@ -443,6 +464,7 @@ pub fn ps(dirs: &Dirs, as_json: bool) -> CmdResult {
             "UPTIME",
             "USD/H",
             "ACCRUED USD",
+            "STOPS IN",
         ],
         &table_rows,
     );

@@ -430,6 +430,15 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Resources that ended at or after `since_ms`, newest first.
+    pub fn ended_since(&self, since_ms: i64) -> Result<Vec<ResourceRecord>, LedgerError> {
+        self.query(
+            &format!("SELECT {COLUMNS} FROM resources WHERE ended_at >= ?1 ORDER BY ended_at DESC"),
+            [since_ms],
+            "list ended",
+        )
+    }
+
     /// Every resource, oldest first.
     pub fn all(&self) -> Result<Vec<ResourceRecord>, LedgerError> {
         self.query(
