@@ -195,7 +195,7 @@
     if (!window.EventSource) { return; }
     var MAX = 2000;
     function streamOf(l) {
-      return l.indexOf("stdout|") === 0 ? "stdout" : (l.indexOf("stderr|") === 0 ? "stderr" : "host");
+      return l.indexOf("out|") === 0 ? "stdout" : (l.indexOf("err|") === 0 ? "stderr" : "host");
     }
     function add(lines) {
       var bottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;

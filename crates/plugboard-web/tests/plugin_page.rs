@@ -437,7 +437,7 @@ async fn the_plugin_page_has_state_controls_call_panel_log_and_schema() {
     let page = &a.body;
     for needle in [
         "id=\"state-panel\"",
-        "data-sse=\"/events/plugins/demo_echo\"",
+        "data-sse=\"/events/plugins/demo_echo?sig=",
         "data-state=\"stopped\"",
         "action=\"/plugins/demo_echo/start\"",
         "name=\"back\" value=\"plugin\"",
@@ -525,6 +525,23 @@ async fn the_state_panel_is_live() {
     let mut body = resp.into_body();
     let first = next_event(&mut body).await;
     assert!(first.starts_with("event: plugin") && first.contains("data-state=\"stopped\""), "{first}");
+    // With the signature of what the page shows, nothing is sent until it changes.
+    let page = f.get("/plugins/demo_echo").await.body;
+    let sig = page.split("?sig=").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let resp = f
+        .router()
+        .oneshot(
+            Request::get(format!("/events/plugins/demo_echo?sig={sig}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut quiet = resp.into_body();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), quiet.frame()).await.is_err(),
+        "an event was sent for an unchanged panel"
+    );
     f.start("demo_echo").await;
     let mut text = String::new();
     while !text.contains("data-state=\"running\"") {
@@ -541,7 +558,7 @@ async fn the_log_follows_filters_and_downloads() {
     let f = fixture();
     let path = f.host.config().data.log_path("demo_echo");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, "stdout| hello <b>\nstderr| oops\n").unwrap();
+    std::fs::write(&path, "out| hello <b>\nerr| oops\n").unwrap();
     let resp = f
         .router()
         .oneshot(Request::get("/events/plugins/demo_echo/logs").body(Body::empty()).unwrap())
@@ -550,9 +567,9 @@ async fn the_log_follows_filters_and_downloads() {
     let mut body = resp.into_body();
     let reset = next_event(&mut body).await;
     assert!(reset.starts_with("event: reset"), "{reset}");
-    assert!(reset.contains("stdout| hello <b>") && reset.contains("stderr| oops"), "{reset}");
+    assert!(reset.contains("out| hello <b>") && reset.contains("err| oops"), "{reset}");
     let mut w = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    std::io::Write::write_all(&mut w, b"stdout| a new line\n").unwrap();
+    std::io::Write::write_all(&mut w, b"out| a new line\n").unwrap();
     let mut text = String::new();
     while !text.contains("a new line") {
         text = next_event(&mut body).await;
@@ -560,9 +577,9 @@ async fn the_log_follows_filters_and_downloads() {
     assert!(text.starts_with("event: lines"), "{text}");
     // The page escapes lines; filters keep one stream.
     let page = f.get("/plugins/demo_echo/logs?stream=stderr").await;
-    assert!(page.body.contains("stderr| oops") && !page.body.contains("hello"), "{}", page.body);
+    assert!(page.body.contains("err| oops") && !page.body.contains("hello"), "{}", page.body);
     let page = f.get("/plugins/demo_echo").await.body;
-    assert!(page.contains("stdout| hello &lt;b&gt;"), "{page}");
+    assert!(page.contains("out| hello &lt;b&gt;"), "{page}");
     let a = f.get("/plugins/demo_echo/logs/download").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(
@@ -570,7 +587,7 @@ async fn the_log_follows_filters_and_downloads() {
         "attachment; filename=\"demo_echo.log\""
     );
     assert!(a.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
-    assert_eq!(a.body, "stdout| hello <b>\nstderr| oops\nstdout| a new line\n");
+    assert_eq!(a.body, "out| hello <b>\nerr| oops\nout| a new line\n");
     let a = f.get("/plugins/demo_echo/logs/download?stream=stdout").await;
     assert!(!a.body.contains("oops"));
     assert_eq!(f.get("/plugins/nope_nope/logs/download").await.status, StatusCode::NOT_FOUND);

@@ -1,9 +1,9 @@
 //! A plugin's log on the dashboard: the tail (a fragment for htmx, a page
 //! without it), a download, and a follow as server-sent events.
 //!
-//! The host writes each line of a worker's output as `stdout| …` or
-//! `stderr| …` ([`plugboard_host::logs`]); the filter keeps one stream.
-//! Following reads the open log file from where the last read ended and
+//! The host writes each line of a worker's output prefixed with its stream,
+//! `out| …` for stdout and `err| …` for stderr ([`plugboard_host::logs`]);
+//! the filter keeps one stream. Following reads the open log file from where the last read ended and
 //! goes on with the new file when the log rotates (as `tail -F` does).
 
 use std::convert::Infallible;
@@ -49,12 +49,12 @@ pub enum StreamFilter {
 }
 
 impl StreamFilter {
-    /// True when `line` (as logged, `stdout| …`) passes.
+    /// True when `line` (as logged: `out| …` or `err| …`) passes.
     pub fn keeps(self, line: &str) -> bool {
         match self {
             StreamFilter::All => true,
-            StreamFilter::Stdout => line.starts_with("stdout|"),
-            StreamFilter::Stderr => line.starts_with("stderr|"),
+            StreamFilter::Stdout => line.starts_with("out|"),
+            StreamFilter::Stderr => line.starts_with("err|"),
         }
     }
 
@@ -69,9 +69,9 @@ impl StreamFilter {
 
 /// The stream a logged line came from (`stdout`, `stderr`, or `host`).
 fn stream_of(line: &str) -> &'static str {
-    if line.starts_with("stdout|") {
+    if line.starts_with("out|") {
         "stdout"
-    } else if line.starts_with("stderr|") {
+    } else if line.starts_with("err|") {
         "stderr"
     } else {
         "host"
@@ -361,18 +361,18 @@ mod tests {
     fn a_follower_sees_new_lines_partial_lines_and_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.log");
-        std::fs::write(&path, "stdout| one\nstderr| two\nstdout| par").unwrap();
+        std::fs::write(&path, "out| one\nerr| two\nout| par").unwrap();
         let (mut f, first) = Follower::open(path.clone(), 1);
-        assert_eq!(first, vec!["stderr| two"]);
+        assert_eq!(first, vec!["err| two"]);
         assert!(f.poll().is_empty());
         let mut w = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        w.write_all(b"tial\nstdout| three\n").unwrap();
-        assert_eq!(f.poll(), vec!["stdout| partial", "stdout| three"]);
+        w.write_all(b"tial\nout| three\n").unwrap();
+        assert_eq!(f.poll(), vec!["out| partial", "out| three"]);
         // Rotation: the old file moves away, a new one starts.
-        w.write_all(b"stdout| last of old\n").unwrap();
+        w.write_all(b"out| last of old\n").unwrap();
         std::fs::rename(&path, dir.path().join("p.log.1")).unwrap();
-        std::fs::write(&path, "stdout| first of new\n").unwrap();
-        assert_eq!(f.poll(), vec!["stdout| last of old", "stdout| first of new"]);
+        std::fs::write(&path, "out| first of new\n").unwrap();
+        assert_eq!(f.poll(), vec!["out| last of old", "out| first of new"]);
         assert!(f.poll().is_empty());
     }
 
@@ -383,15 +383,15 @@ mod tests {
         let (mut f, first) = Follower::open(path.clone(), 10);
         assert!(first.is_empty());
         assert!(f.poll().is_empty());
-        std::fs::write(&path, "stderr| hello\n").unwrap();
-        assert_eq!(f.poll(), vec!["stderr| hello"]);
+        std::fs::write(&path, "err| hello\n").unwrap();
+        assert_eq!(f.poll(), vec!["err| hello"]);
     }
 
     #[test]
     fn the_filter_keeps_one_stream() {
-        assert!(StreamFilter::Stdout.keeps("stdout| a"));
-        assert!(!StreamFilter::Stdout.keeps("stderr| a"));
-        assert!(StreamFilter::Stderr.keeps("stderr| a"));
+        assert!(StreamFilter::Stdout.keeps("out| a"));
+        assert!(!StreamFilter::Stdout.keeps("err| a"));
+        assert!(StreamFilter::Stderr.keeps("err| a"));
         assert!(StreamFilter::All.keeps("anything"));
     }
 }

@@ -12,13 +12,14 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use plugboard_host::ledger::now_ms;
 use plugboard_host::{PluginInfo, ResourceHandle, ResourceRecord, RunState, WorkerStatus};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio_stream::StreamExt;
 
@@ -121,7 +122,7 @@ pub async fn render(s: &ApiState, id: &str, headers: &HeaderMap, flash: Option<&
             (header(&view.info))
             @if let Some(f) = flash { p.notice.bad id="flash" role="alert" { (f) } }
             div.plugin-grid {
-                section.card.panel id="state-panel" data-sse={ "/events/plugins/" (view.info.unique_id) } data-sse-event="plugin" {
+                section.card.panel id="state-panel" data-sse={ "/events/plugins/" (view.info.unique_id) "?sig=" (signature(&view)) } data-sse-event="plugin" {
                     (state_panel(&view, token, now_ms()))
                 }
                 (try_it::panel(&view, &panel, token))
@@ -304,22 +305,41 @@ pub fn state_panel(v: &StateView, csrf: &str, now_ms: i64) -> Markup {
     }
 }
 
-/// A stable rendering of the panel (times left out) to tell when it changed.
-fn signature(v: &StateView) -> String {
-    state_panel(v, "", 0).into_string()
+/// A hash of a stable rendering of the panel (times left out), to tell
+/// when what it shows changed.
+pub fn signature(v: &StateView) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state_panel(v, "", 0).into_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Query of the state events.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// The [`signature`] of the panel the page shows: no event is sent
+    /// until the panel differs from it (the page need not be swapped for
+    /// the same content right after it loads).
+    #[serde(default)]
+    pub sig: Option<String>,
 }
 
 /// `GET /events/plugins/{id}`: the state panel as server-sent events
-/// (`plugin`), the first at once, then whenever it changes (checked every
-/// second) or at least every 30 s.
-pub async fn events(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+/// (`plugin`): at once unless the page's panel has the same signature, then
+/// whenever it changes (checked every second), and at least every 30 s.
+pub async fn events(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = s.host.manifest(&id) {
         return host_error(e);
     }
     let (token, _) = csrf(&headers);
     let interval = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)));
     let shutdown = s.shutdown.clone();
-    let mut last: Option<String> = None;
+    let mut last: Option<String> = q.sig;
     let mut quiet = 0u32;
     let stream = interval.filter_map(move |_| {
         let view = match state_view(&s, &id) {
