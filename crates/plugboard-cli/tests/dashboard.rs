@@ -403,15 +403,16 @@ async fn the_plugin_page_in_headless_chromium() {
         .unwrap_or_default();
     assert!(example.contains("quick brown fox"), "{example}");
     let schema = text_of(&c, "#schema-table").await;
-    assert!(schema.contains("min_length") && schema.contains("maximum 100"), "{schema}");
+    assert!(
+        schema.contains("min_length") && schema.contains("maximum 100"),
+        "{schema}"
+    );
     shot(&c, "plugin-stopped").await;
 
     // Run while stopped: the panel says so and offers Start.
     click(&c, "#run").await;
     eventually("the not-running notice", || async {
-        c.find(Locator::Css("#call-not-running"))
-            .await
-            .is_ok_and(|_| true)
+        c.find(Locator::Css("#call-not-running")).await.is_ok_and(|_| true)
             && text_of(&c, "#call-output").await.contains("not running")
     })
     .await;
@@ -437,14 +438,7 @@ async fn the_plugin_page_in_headless_chromium() {
         text_of(&c, "#input-check").await.contains("Not valid JSON")
     })
     .await;
-    assert!(
-        !c.find(Locator::Css("#run"))
-            .await
-            .unwrap()
-            .is_enabled()
-            .await
-            .unwrap()
-    );
+    assert!(!c.find(Locator::Css("#run")).await.unwrap().is_enabled().await.unwrap());
     shot(&c, "plugin-json-invalid").await;
 
     // A call from the panel: its output, pretty-printed, with its duration.
@@ -514,7 +508,9 @@ async fn the_plugin_page_in_headless_chromium() {
     set_input(&c, "{\"say\": \"fresh-line-42\"}").await;
     click(&c, "#run").await;
     eventually("the new line in the log", || async {
-        text_of(&c, "#plugin-log").await.contains("out| chatty got fresh-line-42")
+        text_of(&c, "#plugin-log")
+            .await
+            .contains("out| chatty got fresh-line-42")
     })
     .await;
     shot(&c, "plugin-log-follow").await;
@@ -544,11 +540,17 @@ async fn the_plugin_page_in_headless_chromium() {
     c.goto(&format!("{base}/plugins/demo_broken")).await.unwrap();
     click(&c, "#state-panel button[data-action=start]").await;
     eventually("the stderr tail", || async {
-        text_of(&c, "#stderr-tail").await.contains("fatal: weights.bin is missing")
+        text_of(&c, "#stderr-tail")
+            .await
+            .contains("fatal: weights.bin is missing")
     })
     .await;
     assert_eq!(state_of(&c).await, "failed");
-    assert!(text_of(&c, "#flash").await.contains("weights.bin"));
+    let reason = text_of(&c, "#start-error").await;
+    assert!(
+        reason.contains("exit code 3") && reason.contains("weights.bin"),
+        "{reason}"
+    );
     shot(&c, "plugin-start-failed").await;
     c.close().await.unwrap();
 }

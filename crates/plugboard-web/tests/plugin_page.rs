@@ -221,7 +221,11 @@ async fn the_call_route_refuses_what_it_must() {
     let a = f.send(f.json_post(call, Some(&t), big)).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.body);
     assert_eq!(a.code(), "too_large");
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("1 MiB"), "{}", a.body);
+    assert!(
+        a.json()["error"]["message"].as_str().unwrap().contains("1 MiB"),
+        "{}",
+        a.body
+    );
     // Unknown plugin.
     let a = f
         .send(f.json_post("/plugins/nope_nope/call", Some(&t), "{\"input\": {}}"))
@@ -386,7 +390,9 @@ async fn a_call_whose_browser_goes_away_is_cancelled() {
         .await
         .unwrap();
     let mut body = resp.into_body();
-    let _ = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .unwrap();
     drop(body);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !f.saw_cancel.load(Ordering::SeqCst) {
@@ -411,7 +417,9 @@ async fn without_javascript_the_call_form_answers_a_page() {
     assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
     assert!(a.body.contains("not running") && a.body.contains("/plugins/demo_echo/start"));
     f.start("demo_echo").await;
-    let a = f.send(form(format!("csrf={t}&input=%7B%22q%22%3A%22%3Cb%3E%22%7D"))).await;
+    let a = f
+        .send(form(format!("csrf={t}&input=%7B%22q%22%3A%22%3Cb%3E%22%7D")))
+        .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert!(a.body.contains("id=\"call-output\""), "{}", a.body);
     assert!(a.body.contains("&lt;b&gt;") && !a.body.contains("<b>\""), "{}", a.body);
@@ -459,7 +467,10 @@ async fn the_plugin_page_has_state_controls_call_panel_log_and_schema() {
     assert!(page.contains("&lt;img src=x onerror=alert(2)&gt;"), "{page}");
     assert!(page.contains("How &lt;b&gt;loud&lt;/b&gt;"));
     // Secrets: neither the saved value nor the schema's default.
-    assert!(!page.contains("SAVED-SECRET-123") && !page.contains("DEFAULT-SECRET-XYZ"), "{page}");
+    assert!(
+        !page.contains("SAVED-SECRET-123") && !page.contains("DEFAULT-SECRET-XYZ"),
+        "{page}"
+    );
     // Running: the config in force, the secret shown as set, and the
     // example from the worker's manifest where the plugin.toml has none.
     f.start("demo_echo").await;
@@ -471,7 +482,10 @@ async fn the_plugin_page_has_state_controls_call_panel_log_and_schema() {
     assert!(!page.contains("SAVED-SECRET-123"));
     assert!(page.contains("can be cancelled"), "{page}");
     let page = f.get("/plugins/demo_echo2").await.body;
-    assert!(page.contains("the-worker-manifest") && page.contains("the worker's manifest"), "{page}");
+    assert!(
+        page.contains("the-worker-manifest") && page.contains("the worker's manifest"),
+        "{page}"
+    );
     // A saved config that changed since the start is flagged.
     f.host
         .save_config("demo_echo", json!({"level": 7}).as_object().unwrap())
@@ -498,7 +512,11 @@ async fn lifecycle_forms_from_the_plugin_page_come_back_to_it() {
     // A failure renders the plugin page with the reason.
     let a = f.send(post("start")).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
-    assert!(a.body.contains("id=\"flash\"") && a.body.contains("id=\"state-panel\""), "{}", a.body);
+    assert!(
+        a.body.contains("id=\"flash\"") && a.body.contains("id=\"state-panel\""),
+        "{}",
+        a.body
+    );
     let a = f.send(post("stop")).await;
     assert_eq!(a.headers[header::LOCATION], "/plugins/demo_echo");
 }
@@ -524,10 +542,20 @@ async fn the_state_panel_is_live() {
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     let first = next_event(&mut body).await;
-    assert!(first.starts_with("event: plugin") && first.contains("data-state=\"stopped\""), "{first}");
+    assert!(
+        first.starts_with("event: plugin") && first.contains("data-state=\"stopped\""),
+        "{first}"
+    );
     // With the signature of what the page shows, nothing is sent until it changes.
     let page = f.get("/plugins/demo_echo").await.body;
-    let sig = page.split("?sig=").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let sig = page
+        .split("?sig=")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
     let resp = f
         .router()
         .oneshot(
@@ -539,7 +567,9 @@ async fn the_state_panel_is_live() {
         .unwrap();
     let mut quiet = resp.into_body();
     assert!(
-        tokio::time::timeout(Duration::from_millis(2500), quiet.frame()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(2500), quiet.frame())
+            .await
+            .is_err(),
         "an event was sent for an unchanged panel"
     );
     f.start("demo_echo").await;
@@ -547,10 +577,7 @@ async fn the_state_panel_is_live() {
     while !text.contains("data-state=\"running\"") {
         text = next_event(&mut body).await;
     }
-    assert_eq!(
-        f.get("/events/plugins/nope_nope").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(f.get("/events/plugins/nope_nope").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -561,13 +588,20 @@ async fn the_log_follows_filters_and_downloads() {
     std::fs::write(&path, "out| hello <b>\nerr| oops\n").unwrap();
     let resp = f
         .router()
-        .oneshot(Request::get("/events/plugins/demo_echo/logs").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/events/plugins/demo_echo/logs")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let mut body = resp.into_body();
     let reset = next_event(&mut body).await;
     assert!(reset.starts_with("event: reset"), "{reset}");
-    assert!(reset.contains("out| hello <b>") && reset.contains("err| oops"), "{reset}");
+    assert!(
+        reset.contains("out| hello <b>") && reset.contains("err| oops"),
+        "{reset}"
+    );
     let mut w = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
     std::io::Write::write_all(&mut w, b"out| a new line\n").unwrap();
     let mut text = String::new();
@@ -577,7 +611,11 @@ async fn the_log_follows_filters_and_downloads() {
     assert!(text.starts_with("event: lines"), "{text}");
     // The page escapes lines; filters keep one stream.
     let page = f.get("/plugins/demo_echo/logs?stream=stderr").await;
-    assert!(page.body.contains("err| oops") && !page.body.contains("hello"), "{}", page.body);
+    assert!(
+        page.body.contains("err| oops") && !page.body.contains("hello"),
+        "{}",
+        page.body
+    );
     let page = f.get("/plugins/demo_echo").await.body;
     assert!(page.contains("out| hello &lt;b&gt;"), "{page}");
     let a = f.get("/plugins/demo_echo/logs/download").await;
@@ -586,11 +624,19 @@ async fn the_log_follows_filters_and_downloads() {
         a.headers[header::CONTENT_DISPOSITION],
         "attachment; filename=\"demo_echo.log\""
     );
-    assert!(a.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        a.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert_eq!(a.body, "out| hello <b>\nerr| oops\nout| a new line\n");
     let a = f.get("/plugins/demo_echo/logs/download?stream=stdout").await;
     assert!(!a.body.contains("oops"));
-    assert_eq!(f.get("/plugins/nope_nope/logs/download").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.get("/plugins/nope_nope/logs/download").await.status,
+        StatusCode::NOT_FOUND
+    );
     // htmx gets the fragment the running page swaps in.
     let a = f
         .send(

@@ -117,6 +117,8 @@ pub async fn render(s: &ApiState, id: &str, headers: &HeaderMap, flash: Option<&
     let fields = form::fields(&view.info.metadata.config_schema);
     let log_lines = super::logs::recent(s, id);
     let title = view.info.metadata.title.clone();
+    // A failed start's reason is in the panel already.
+    let flash = flash.filter(|f| view.status.as_ref().and_then(|s| s.error.as_deref()) != Some(*f));
     full_page(headers, &title, "overview", |token| {
         html! {
             (header(&view.info))
