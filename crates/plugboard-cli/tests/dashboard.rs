@@ -102,31 +102,30 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_in_headless_chromium() {
-    let Some((chromium, driver)) = tools() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    // An extra plugin whose title is HTML: it must show as text.
-    let extra = tmp.path().join("extra/html_title");
-    std::fs::create_dir_all(&extra).unwrap();
-    std::fs::write(
-        extra.join("plugin.toml"),
-        "name = \"tricky\"\ncategory = \"html\"\ntitle = \"<b>bold</b> & <img src=x onerror=alert(1)>\"\nexecution_mode = \"subprocess\"\n",
-    )
-    .unwrap();
+/// A `plugboard serve` over the bundled examples and `{tmp}/extra`, a
+/// chromedriver, and a WebDriver session in headless Chromium.
+struct Browser {
+    c: Client,
+    base: String,
+    _host: Kill,
+    _driver: Kill,
+}
+
+async fn browser(tmp: &Path) -> Browser {
+    let (chromium, driver) = tools().expect("checked by the caller");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
-    let configs = tmp.path().join("configs");
+    std::fs::create_dir_all(tmp.join("extra")).unwrap();
     let http = free_port();
-    let _host = Kill(
+    let host = Kill(
         Command::new(assert_cmd::cargo::cargo_bin("plugboard"))
             .arg("--plugins")
             .arg(&examples)
             .arg("--plugins")
-            .arg(tmp.path().join("extra"))
+            .arg(tmp.join("extra"))
             .arg("--config-dir")
-            .arg(&configs)
+            .arg(tmp.join("configs"))
             .arg("--data-dir")
-            .arg(tmp.path().join("data"))
+            .arg(tmp.join("data"))
             .args(["serve", "--bind", &format!("127.0.0.1:{http}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -134,7 +133,7 @@ async fn the_dashboard_in_headless_chromium() {
             .unwrap(),
     );
     let wd = free_port();
-    let _driver = Kill(
+    let driver = Kill(
         Command::new(driver)
             .arg(format!("--port={wd}"))
             .stdout(Stdio::null())
@@ -152,7 +151,7 @@ async fn the_dashboard_in_headless_chromium() {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                format!("--user-data-dir={}", tmp.path().join("chrome").display()), "--window-size=1280,1000"
+                format!("--user-data-dir={}", tmp.join("chrome").display()), "--window-size=1280,1000"
             ]
         }),
     );
@@ -161,7 +160,32 @@ async fn the_dashboard_in_headless_chromium() {
         .connect(&format!("http://127.0.0.1:{wd}"))
         .await
         .expect("cannot start a WebDriver session");
-    let base = format!("http://127.0.0.1:{http}");
+    Browser {
+        c,
+        base: format!("http://127.0.0.1:{http}"),
+        _host: host,
+        _driver: driver,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_headless_chromium() {
+    if tools().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // An extra plugin whose title is HTML: it must show as text.
+    let extra = tmp.path().join("extra/html_title");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("plugin.toml"),
+        "name = \"tricky\"\ncategory = \"html\"\ntitle = \"<b>bold</b> & <img src=x onerror=alert(1)>\"\nexecution_mode = \"subprocess\"\n",
+    )
+    .unwrap();
+    let configs = tmp.path().join("configs");
+    // The host and driver live as long as `session`.
+    let session = browser(tmp.path()).await;
+    let (c, base) = (session.c.clone(), session.base.clone());
 
     // Overview.
     c.goto(&format!("{base}/")).await.unwrap();
@@ -277,5 +301,256 @@ async fn the_dashboard_in_headless_chromium() {
     })
     .await;
     shot(&c, "running-stopped").await;
+    c.close().await.unwrap();
+}
+
+/// The text of the element matching `css` (empty when there is none).
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The live state shown on a plugin page.
+async fn state_of(c: &Client) -> String {
+    match c.find(Locator::Css("#plugin-state")).await {
+        Ok(e) => e.attr("data-state").await.ok().flatten().unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_state(c: &Client, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state_of(c).await != want {
+        if Instant::now() > deadline {
+            shot(c, &format!("failed-waiting-for-{want}")).await;
+            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let body = text_of(c, "main").await;
+            panic!("timed out waiting for the page to say {want} at {url}: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the call panel's progress bar.
+async fn progress_of(c: &Client) -> f64 {
+    c.execute("return document.getElementById('progress-bar').value;", vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Replaces the call panel's input.
+async fn set_input(c: &Client, json: &str) {
+    let input = c.find(Locator::Css("#call-input")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(json).await.unwrap();
+}
+
+/// Extra plugins for the plugin page: a Python worker that prints what it
+/// is called with (for the log), and a worker that fails its start.
+fn plugin_page_extras(tmp: &Path) {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../sdk/python")
+        .canonicalize()
+        .unwrap();
+    let chatty = tmp.join("extra/chatty");
+    std::fs::create_dir_all(&chatty).unwrap();
+    std::fs::write(
+        chatty.join("plugin.toml"),
+        format!(
+            "name = \"chatty\"\ncategory = \"demo\"\ntitle = \"Chatty\"\nversion = \"0.1.0\"\nexecution_mode = \"subprocess\"\nready = \"protocol\"\nready_timeout_s = 20\nstop_grace_s = 1\n[launch]\ncommand = \"python3\"\nargs = [\"-u\", \"chatty.py\"]\nenv = {{ PYTHONPATH = \"{}\" }}\n[examples]\ninput = {{ say = \"hello\" }}\n",
+            sdk.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        chatty.join("chatty.py"),
+        "from plugboard_worker import Worker, run\n\n\nclass Chatty(Worker):\n    name = \"chatty\"\n    version = \"0.1.0\"\n\n    def execute(self, input, ctx):\n        print(\"chatty got \" + str(input.get(\"say\")), flush=True)\n        return {\"said\": input.get(\"say\")}\n\n\nif __name__ == \"__main__\":\n    run(Chatty())\n",
+    )
+    .unwrap();
+    let broken = tmp.join("extra/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("plugin.toml"),
+        "name = \"broken\"\ncategory = \"demo\"\ntitle = \"Broken worker\"\nexecution_mode = \"subprocess\"\nready = \"protocol\"\nready_timeout_s = 10\n[launch]\ncommand = \"sh\"\nargs = [\"-c\", \"echo 'loading weights.bin' >&2; echo 'fatal: weights.bin is missing' >&2; exit 3\"]\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_page_in_headless_chromium() {
+    if tools().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    plugin_page_extras(tmp.path());
+    let session = browser(tmp.path()).await;
+    let (c, base) = (session.c.clone(), session.base.clone());
+
+    // The word counter, stopped: its example input, its schema.
+    c.goto(&format!("{base}/plugins/text_word_count")).await.unwrap();
+    assert_eq!(state_of(&c).await, "stopped");
+    let example = c
+        .find(Locator::Css("#call-input"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(example.contains("quick brown fox"), "{example}");
+    let schema = text_of(&c, "#schema-table").await;
+    assert!(
+        schema.contains("min_length") && schema.contains("maximum 100"),
+        "{schema}"
+    );
+    shot(&c, "plugin-stopped").await;
+
+    // Run while stopped: the panel says so and offers Start.
+    click(&c, "#run").await;
+    eventually("the not-running notice", || async {
+        c.find(Locator::Css("#call-not-running")).await.is_ok_and(|_| true)
+            && text_of(&c, "#call-output").await.contains("not running")
+    })
+    .await;
+    assert!(
+        c.find(Locator::Css("#call-not-running"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    shot(&c, "plugin-call-while-stopped").await;
+    click(&c, "#call-start").await;
+    wait_state(&c, "running").await;
+    let pids = text_of(&c, "#pids").await;
+    assert!(!pids.trim().is_empty(), "no pids shown");
+    assert!(text_of(&c, "#uptime").await.ends_with('s'));
+    shot(&c, "plugin-running").await;
+
+    // Client-side JSON checking.
+    set_input(&c, "{\"text\": ").await;
+    eventually("the JSON error", || async {
+        text_of(&c, "#input-check").await.contains("Not valid JSON")
+    })
+    .await;
+    assert!(!c.find(Locator::Css("#run")).await.unwrap().is_enabled().await.unwrap());
+    shot(&c, "plugin-json-invalid").await;
+
+    // A call from the panel: its output, pretty-printed, with its duration.
+    set_input(&c, "{\"text\": \"one two two three three three\"}").await;
+    click(&c, "#run").await;
+    eventually("the call's output", || async {
+        text_of(&c, "#call-status").await.starts_with("Done in")
+    })
+    .await;
+    let out: Value = serde_json::from_str(&text_of(&c, "#call-output").await).unwrap();
+    assert_eq!(out["words"], 6, "{out}");
+    shot(&c, "plugin-call-output").await;
+
+    // Stop it from its page.
+    click(&c, "#state-panel button[data-action=stop]").await;
+    wait_state(&c, "stopped").await;
+    shot(&c, "plugin-stopped-again").await;
+
+    // The streaming slow job: progress as it comes, cancelled mid-call.
+    c.goto(&format!("{base}/plugins/demo_slow_job")).await.unwrap();
+    click(&c, "#state-panel button[data-action=start]").await;
+    wait_state(&c, "running").await;
+    click(&c, "#run").await;
+    eventually("progress", || async { progress_of(&c).await > 0.0 }).await;
+    let message = text_of(&c, "#progress-message").await;
+    assert!(message.contains("step"), "{message}");
+    shot(&c, "plugin-streaming").await;
+    click(&c, "#cancel").await;
+    eventually("the call to be cancelled", || async {
+        text_of(&c, "#call-status").await.starts_with("Cancelled")
+    })
+    .await;
+    let bar = progress_of(&c).await;
+    assert!(bar < 1.0, "the job ran to the end ({bar})");
+    shot(&c, "plugin-cancelled").await;
+
+    // Stopped by another client (the CLI): the page follows, no reload.
+    let stop = Command::new(assert_cmd::cargo::cargo_bin("plugboard"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(["stop", "demo_slow_job"])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    wait_state(&c, "stopped").await;
+    assert!(
+        c.find(Locator::Css("#call-not-running"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+
+    // The log follows a new line as the worker prints it.
+    c.goto(&format!("{base}/plugins/demo_chatty")).await.unwrap();
+    click(&c, "#state-panel button[data-action=start]").await;
+    wait_state(&c, "running").await;
+    eventually("the log to follow", || async {
+        match c.find(Locator::Css("#plugin-log")).await {
+            Ok(e) => e.attr("data-following").await.ok().flatten().is_some(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(!text_of(&c, "#plugin-log").await.contains("fresh-line-42"));
+    set_input(&c, "{\"say\": \"fresh-line-42\"}").await;
+    click(&c, "#run").await;
+    eventually("the new line in the log", || async {
+        text_of(&c, "#plugin-log")
+            .await
+            .contains("out| chatty got fresh-line-42")
+    })
+    .await;
+    shot(&c, "plugin-log-follow").await;
+    // The stderr filter hides it.
+    c.find(Locator::Css("#log-filter"))
+        .await
+        .unwrap()
+        .select_by_value("stderr")
+        .await
+        .unwrap();
+    eventually("the filter to hide stdout", || async {
+        !text_of(&c, "#plugin-log").await.contains("fresh-line-42")
+    })
+    .await;
+    let href = c
+        .find(Locator::Css("#log-download"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap();
+    assert_eq!(href.as_deref(), Some("/plugins/demo_chatty/logs/download"));
+    click(&c, "#state-panel button[data-action=stop]").await;
+    wait_state(&c, "stopped").await;
+
+    // A worker that fails its start: the reason and its stderr tail.
+    c.goto(&format!("{base}/plugins/demo_broken")).await.unwrap();
+    click(&c, "#state-panel button[data-action=start]").await;
+    eventually("the stderr tail", || async {
+        text_of(&c, "#stderr-tail")
+            .await
+            .contains("fatal: weights.bin is missing")
+    })
+    .await;
+    assert_eq!(state_of(&c).await, "failed");
+    let reason = text_of(&c, "#start-error").await;
+    assert!(
+        reason.contains("exit code 3") && reason.contains("weights.bin"),
+        "{reason}"
+    );
+    shot(&c, "plugin-start-failed").await;
     c.close().await.unwrap();
 }

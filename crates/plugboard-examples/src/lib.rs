@@ -161,6 +161,10 @@ impl TypedExecutor for Reverse {
         let r: String = text.chars().rev().collect();
         Ok(json!({ "text": if config.uppercase { r.to_uppercase() } else { r } }))
     }
+
+    fn input_example(&self) -> Option<Value> {
+        Some(json!({"text": "stressed desserts"}))
+    }
 }
 
 /// The example executor named `name` (`word_count`, `slow_job`, `reverse`).

@@ -79,6 +79,8 @@ struct InProcess {
     exec: Arc<dyn Executor>,
     handle: Option<PluginHandle>,
     started_at_ms: Option<i64>,
+    /// The config applied at the current start.
+    config: Option<Value>,
 }
 
 /// A running host.
@@ -142,6 +144,7 @@ impl Host {
                 exec,
                 handle: None,
                 started_at_ms: None,
+                config: None,
             },
         );
     }
@@ -234,11 +237,13 @@ impl Host {
                 }
                 PluginHandle::in_process(unique_id, Arc::clone(&entry.exec))
             };
-            crate::supervisor::apply_config(&handle, unique_id, Some(&Value::Object(config))).await?;
+            let config = Value::Object(config);
+            crate::supervisor::apply_config(&handle, unique_id, Some(&config)).await?;
             let mut ip = lock(&self.in_process);
             if let Some(entry) = ip.get_mut(unique_id) {
                 entry.handle = Some(handle);
                 entry.started_at_ms = Some(now_ms());
+                entry.config = Some(config);
             }
             drop(ip);
             return self.status(unique_id).ok_or_else(|| HostError::NotRunning {
@@ -321,6 +326,16 @@ impl Host {
             });
         }
         self.supervisor.status(unique_id)
+    }
+
+    /// The config applied to the plugin's running worker when it started
+    /// (schema defaults filled in); `None` while nothing runs. It differs
+    /// from the saved config when that changed since the start.
+    pub fn config_in_force(&self, unique_id: &str) -> Option<Value> {
+        if let Some(entry) = lock(&self.in_process).get(unique_id) {
+            return entry.handle.as_ref().and(entry.config.clone());
+        }
+        self.supervisor.config_in_force(unique_id)
     }
 
     /// The handle to call a running plugin.

@@ -140,6 +140,16 @@ pub struct Resources {
     pub estimated_cost_per_hour: Option<f64>,
 }
 
+/// The `[examples]` table: what a caller can try the plugin with (the
+/// dashboard's call panel starts from `input`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Examples {
+    /// An input the plugin accepts, as JSON (any TOML value).
+    #[serde(default)]
+    pub input: Option<Value>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
@@ -160,6 +170,8 @@ struct RawManifest {
     probe_interval_s: Option<f64>,
     config_schema: Option<toml::Table>,
     config_schema_file: Option<PathBuf>,
+    #[serde(default)]
+    examples: Examples,
     #[serde(default)]
     resources: Resources,
     #[serde(default)]
@@ -202,6 +214,8 @@ pub struct Manifest {
     pub probe_interval_s: f64,
     /// The config JSON Schema.
     pub config_schema: Value,
+    /// Example input (`[examples]`).
+    pub examples: Examples,
     /// Resource needs.
     pub resources: Resources,
     /// Restart policy.
@@ -325,6 +339,7 @@ impl Manifest {
                 x => x.unwrap_or(5.0),
             },
             config_schema,
+            examples: raw.examples,
             resources: raw.resources,
             restart: raw.restart,
             lifecycle: {

@@ -183,6 +183,12 @@ pub trait TypedExecutor: Send + Sync + 'static {
 
     /// Runs one call with the current config.
     fn execute(&self, config: &Self::Config, input: Value, ctx: &CallContext) -> Result<Value, ExecError>;
+
+    /// An input the plugin accepts, sent in the manifest as
+    /// `input_example` for callers to start from; none by default.
+    fn input_example(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// Adapts a [`TypedExecutor`] to [`Executor`]: schema derivation, config
@@ -238,6 +244,7 @@ impl<T: TypedExecutor> Executor for Typed<T> {
                 streaming: T::STREAMING,
                 cancel: T::CANCEL,
             },
+            input_example: self.inner.input_example(),
         }
     }
 

@@ -86,6 +86,10 @@ pub struct WorkerManifest {
     /// Extra abilities.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// An input the plugin accepts, for callers to start from (the
+    /// dashboard's call panel, when the plugin.toml has no `[examples]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_example: Option<Value>,
 }
 
 /// `GET /v1/health`.

@@ -51,6 +51,7 @@ fn documented_messages_validate_what_we_send() {
             version: None,
             config_schema: json!({}),
             capabilities: Capabilities::default(),
+            input_example: Some(json!({"text": "hello"})),
         })
         .unwrap(),
     );

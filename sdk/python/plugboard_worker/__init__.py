@@ -177,19 +177,25 @@ class Worker:
     config_schema = {"type": "object", "properties": {}}
     streaming = False
     cancel = False
+    #: An input the plugin accepts (JSON-compatible), sent in the manifest as
+    #: ``input_example`` for callers to start from; ``None`` sends nothing.
+    input_example = None
 
     def __init__(self):
         self.config = _defaults(self.config_schema)
 
     def manifest(self):
         """The protocol manifest of this worker."""
-        return {
+        manifest = {
             "protocol_version": PROTOCOL_VERSION,
             "name": self.name,
             "version": self.version,
             "config_schema": self.config_schema,
             "capabilities": {"streaming": bool(self.streaming), "cancel": bool(self.cancel)},
         }
+        if self.input_example is not None:
+            manifest["input_example"] = self.input_example
+        return manifest
 
     def validate_config(self, config):
         """Every violation of ``config``; empty when valid."""

@@ -471,6 +471,14 @@ impl Supervisor {
         self.slot(unique_id).map_or(Value::Null, |s| s.inspect())
     }
 
+    /// The config applied to a plugin's worker at its last start (schema
+    /// defaults filled in), while that worker is active.
+    pub fn config_in_force(&self, unique_id: &str) -> Option<Value> {
+        let slot = self.slot(unique_id).ok()?;
+        let s = slot.st();
+        if s.state.is_active() { s.config.clone() } else { None }
+    }
+
     /// The live pids of a plugin's worker tree (empty for other modes).
     pub fn tree_pids(&self, unique_id: &str) -> Vec<u32> {
         self.slot(unique_id).map(|s| s.pids()).unwrap_or_default()

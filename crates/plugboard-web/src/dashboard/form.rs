@@ -89,6 +89,11 @@ pub struct Field {
     pub min: Option<f64>,
     /// `maximum`.
     pub max: Option<f64>,
+    /// The schema's `type` as written (`integer`, `string or null`), when it gives one.
+    pub type_name: Option<String>,
+    /// The schema's other constraints, each as a short phrase
+    /// (`minimum 1`, `one of "cpu", "cuda"`, `pattern ^a`), for the schema table.
+    pub constraints: Vec<String>,
 }
 
 impl Field {
@@ -173,6 +178,63 @@ fn type_of<'a>(parts: &[&'a Value]) -> Option<&'a str> {
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),
         _ => None,
     })
+}
+
+/// The schema's `type` in words: `integer`, `string or null`.
+fn type_name(parts: &[&Value]) -> Option<String> {
+    parts.iter().find_map(|p| match p.get("type") {
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(Value::Array(ts)) => Some(ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or ")),
+        _ => None,
+    })
+}
+
+/// Keywords shown as constraints in the schema table, with their phrases.
+const CONSTRAINTS: [(&str, &str); 16] = [
+    ("minimum", "minimum"),
+    ("exclusiveMinimum", "greater than"),
+    ("maximum", "maximum"),
+    ("exclusiveMaximum", "less than"),
+    ("multipleOf", "multiple of"),
+    ("minLength", "at least this many characters:"),
+    ("maxLength", "at most this many characters:"),
+    ("pattern", "pattern"),
+    ("format", "format"),
+    ("minItems", "at least this many items:"),
+    ("maxItems", "at most this many items:"),
+    ("uniqueItems", "unique items:"),
+    ("minProperties", "at least this many properties:"),
+    ("maxProperties", "at most this many properties:"),
+    ("const", "always"),
+    ("enum", "one of"),
+];
+
+/// The constraints of a schema (its parts merged, first one wins) as
+/// phrases; enum and const values as compact JSON, at most 20 values.
+fn constraints(parts: &[&Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, phrase) in CONSTRAINTS {
+        let Some(v) = first(parts, key) else { continue };
+        let shown = match v {
+            Value::Array(items) if key == "enum" => {
+                let mut s: Vec<String> = items.iter().take(20).map(Value::to_string).collect();
+                if items.len() > 20 {
+                    s.push(format!("… ({} in all)", items.len()));
+                }
+                s.join(", ")
+            }
+            Value::String(t) if key != "const" => t.clone(),
+            other => other.to_string(),
+        };
+        out.push(format!("{phrase} {shown}"));
+    }
+    if parts
+        .iter()
+        .any(|p| p.get("additionalProperties") == Some(&Value::Bool(false)))
+    {
+        out.push("no other properties".into());
+    }
+    out
 }
 
 /// True when a schema itself marks a secret (`writeOnly`, `format: password`).
@@ -301,6 +363,8 @@ impl<'a> Builder<'a> {
             default: first(&ps, "default").cloned(),
             min: first(&ps, "minimum").and_then(Value::as_f64),
             max: first(&ps, "maximum").and_then(Value::as_f64),
+            type_name: type_name(&ps),
+            constraints: constraints(&ps),
             name: name.to_owned(),
             path,
         }

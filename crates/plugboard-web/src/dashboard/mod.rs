@@ -2,7 +2,12 @@
 //! with forms generated from their schemas, and watch, start and stop what
 //! runs. Server-rendered with maud; htmx (vendored, served from the binary)
 //! swaps the details card; a few lines of our own JS apply server-sent
-//! events to the running list. Works offline, no build step.
+//! events to the running list and drive the plugin page (live state, the
+//! call panel, the following log). Works offline, no build step.
+//!
+//! The plugin page is split by concern: [`plugin_page`] (the page and its
+//! live state panel), [`try_it`] (the call panel and its routes), [`logs`]
+//! (tail, follow, download) and [`schema_table`].
 //!
 //! Every state change is a POST from this server's own origin (checked on
 //! `Origin`, else `Referer`) carrying a CSRF token that this process signed
@@ -11,7 +16,11 @@
 
 pub mod cost;
 pub mod form;
+pub mod logs;
 pub mod pages;
+pub mod plugin_page;
+pub mod schema_table;
+pub mod try_it;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -61,12 +70,19 @@ pub fn router(state: ApiState) -> Router {
             get(|| asset("application/javascript", include_str!("../../assets/app.js"))),
         )
         .route(
+            "/assets/plugin.js",
+            get(|| asset("application/javascript", include_str!("../../assets/plugin.js"))),
+        )
+        .route(
             "/assets/style.css",
             get(|| asset("text/css", include_str!("../../assets/style.css"))),
         )
         .route("/category/{category}", get(category))
         .route("/fragments/card", get(card_fragment))
-        .route("/plugins/{id}", get(plugin_page))
+        .route("/plugins/{id}", get(plugin_page::page))
+        .route("/events/plugins/{id}", get(plugin_page::events))
+        .route("/plugins/{id}/call", post(try_it::call))
+        .route("/plugins/{id}/cancel", post(try_it::cancel))
         .route("/plugins/{id}/config", get(config_page).post(config_submit))
         .route("/plugins/{id}/config/delete", post(config_delete))
         .route("/plugins/{id}/start", post(|s, p, h, f| lifecycle(s, p, h, f, "start")))
@@ -75,7 +91,9 @@ pub fn router(state: ApiState) -> Router {
             "/plugins/{id}/restart",
             post(|s, p, h, f| lifecycle(s, p, h, f, "restart")),
         )
-        .route("/plugins/{id}/logs", get(logs))
+        .route("/plugins/{id}/logs", get(logs::tail))
+        .route("/plugins/{id}/logs/download", get(logs::download))
+        .route("/events/plugins/{id}/logs", get(logs::follow))
         .route("/running", get(running))
         .route("/cost", get(cost_page))
         .route("/events/running", get(running_events))
@@ -102,7 +120,7 @@ fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
 
 /// The request's CSRF token when its cookie holds one this process signed,
 /// else a fresh signed one and the cookie to set.
-fn csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+pub(crate) fn csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     match csrf_cookie(headers) {
         Some(t) => (t, None),
         None => {
@@ -113,7 +131,7 @@ fn csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     }
 }
 
-fn page(headers: &HeaderMap, title: &str, active: &str, body: impl FnOnce(&str) -> Markup) -> Response {
+pub(crate) fn page(headers: &HeaderMap, title: &str, active: &str, body: impl FnOnce(&str) -> Markup) -> Response {
     let (token, set) = csrf(headers);
     let mut resp = Html(pages::layout(title, active, body(&token)).into_string()).into_response();
     if let Some(c) = set {
@@ -135,7 +153,7 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
         .into_response()
 }
 
-fn host_error(e: HostError) -> Response {
+pub(crate) fn host_error(e: HostError) -> Response {
     let status = match e {
         HostError::UnknownPlugin { .. } => StatusCode::NOT_FOUND,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,21 +164,24 @@ fn host_error(e: HostError) -> Response {
 /// Checks a form POST: sent from this server's origin (or with neither
 /// `Origin` nor `Referer`), with a token this process signed that equals
 /// the cookie.
-fn check_csrf(headers: &HeaderMap, form: &[(String, String)]) -> Result<(), Box<Response>> {
-    if let Some(why) = csrf::foreign_origin(headers) {
-        return Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            format!("{why}; nothing was changed"),
-        )));
-    }
-    let cookie = csrf_cookie(headers);
+pub(crate) fn check_csrf(headers: &HeaderMap, form: &[(String, String)]) -> Result<(), Box<Response>> {
     let given = form.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
-    match (cookie, given) {
+    check_token(headers, given).map_err(|why| Box::new(error(StatusCode::FORBIDDEN, why)))
+}
+
+/// The header in which the dashboard's scripts send their CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Checks a state change: sent from this server's origin (or with neither
+/// `Origin` nor `Referer`), with `given`, a token this process signed that
+/// equals the cookie. `Err` says why not.
+pub(crate) fn check_token(headers: &HeaderMap, given: Option<&str>) -> Result<(), String> {
+    if let Some(why) = csrf::foreign_origin(headers) {
+        return Err(format!("{why}; nothing was changed"));
+    }
+    match (csrf_cookie(headers), given) {
         (Some(c), Some(g)) if csrf::verify(g) && constant_time_eq(c.as_bytes(), g.as_bytes()) => Ok(()),
-        _ => Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "this form has no valid CSRF token (reload the page and try again); nothing was changed",
-        ))),
+        _ => Err("this request has no valid CSRF token (reload the page and try again); nothing was changed".into()),
     }
 }
 
@@ -193,7 +214,7 @@ fn saved_of(s: &ApiState, id: &str) -> Map<String, Value> {
 
 /// The config to show on a card: saved values, the form's defaults (the
 /// form is bounded in size, and built outside every lock), secrets hidden.
-fn card_config(s: &ApiState, p: &PluginInfo) -> Map<String, Value> {
+pub(crate) fn card_config(s: &ApiState, p: &PluginInfo) -> Map<String, Value> {
     let schema = &p.metadata.config_schema;
     let fields = form::fields(schema);
     form::redact(schema, &form::with_defaults(&fields, &saved_of(s, &p.unique_id))).config
@@ -229,24 +250,6 @@ async fn card_fragment(State(s): State<ApiState>, Query(q): Query<CardQuery>) ->
         }
         Err(e) => host_error(e),
     }
-}
-
-async fn plugin_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let p = match s.host.plugin(&id) {
-        Ok(p) => p,
-        Err(e) => return host_error(e),
-    };
-    let config = card_config(&s, &p);
-    page(&headers, &p.metadata.title.clone(), "overview", |_| {
-        maud::html! {
-            (pages::card(&p, &config))
-            p.actions {
-                a.button.primary href={ "/plugins/" (p.unique_id) "/config" } { "Configure" }
-                a.button href="/running" { "Running" }
-                a.button href={ "/category/" (p.metadata.category) } { "Compare in " (p.metadata.category) }
-            }
-        }
-    })
 }
 
 #[derive(Deserialize)]
@@ -403,9 +406,18 @@ async fn lifecycle(
         "stop" => s.host.stop(&id).await,
         _ => s.host.restart(&id).await,
     };
+    // Forms on the plugin page come back to it; the others go to the running list.
+    let back_to_plugin = form_pairs.iter().any(|(k, v)| k == "back" && v == "plugin");
     match result {
+        Ok(_) if back_to_plugin => Redirect::to(&format!("/plugins/{id}")).into_response(),
         Ok(_) => Redirect::to("/running").into_response(),
         Err(HostError::UnknownPlugin { .. }) => error(StatusCode::NOT_FOUND, format!("unknown plugin {id:?}")),
+        Err(e) if back_to_plugin => {
+            let msg = crate::api::ApiError::from(e).to_string();
+            let mut resp = plugin_page::render(&s, &id, &headers, Some(&msg)).await;
+            *resp.status_mut() = StatusCode::BAD_GATEWAY;
+            resp
+        }
         Err(e) => {
             let msg = crate::api::ApiError::from(e).to_string();
             let rows = running_rows(&s);
@@ -418,7 +430,7 @@ async fn lifecycle(
     }
 }
 
-fn running_rows(s: &ApiState) -> Vec<pages::RunningRow> {
+pub(crate) fn running_rows(s: &ApiState) -> Vec<pages::RunningRow> {
     let live = s.host.supervisor().with_ledger(|l| l.live()).unwrap_or_default();
     s.host
         .plugins()
@@ -479,14 +491,14 @@ async fn running_events(State(s): State<ApiState>, headers: HeaderMap) -> impl I
 }
 
 /// A stream that ends when the server shuts down.
-struct UntilShutdown<S> {
+pub(crate) struct UntilShutdown<S> {
     inner: S,
     stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     done: bool,
 }
 
 impl<S> UntilShutdown<S> {
-    fn new(inner: S, shutdown: crate::api::Shutdown) -> Self {
+    pub(crate) fn new(inner: S, shutdown: crate::api::Shutdown) -> Self {
         UntilShutdown {
             inner,
             stop: Box::pin(shutdown.wait()),
@@ -508,18 +520,4 @@ impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for UntilShutdown<S> 
         }
         std::pin::Pin::new(&mut self.inner).poll_next(cx)
     }
-}
-
-#[derive(Deserialize)]
-struct LogQuery {
-    lines: Option<usize>,
-}
-
-async fn logs(State(s): State<ApiState>, Path(id): Path<String>, Query(q): Query<LogQuery>) -> Response {
-    if let Err(e) = s.host.manifest(&id) {
-        return host_error(e);
-    }
-    let path = s.host.config().data.log_path(&id);
-    let lines = plugboard_host::logs::tail(&path, q.lines.unwrap_or(50).min(2000)).unwrap_or_default();
-    fragment(pages::log_tail(&id, &lines))
 }
