@@ -554,3 +554,61 @@ async fn the_plugin_page_in_headless_chromium() {
     shot(&c, "plugin-start-failed").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cost_page_in_headless_chromium() {
+    if tools().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A plugin that bills 3600 USD/h, under a 4000 USD/h budget: 90 %.
+    let burner = tmp.path().join("extra/burner");
+    std::fs::create_dir_all(&burner).unwrap();
+    std::fs::write(
+        burner.join("plugin.toml"),
+        "name = \"burner\"\ncategory = \"gpu\"\nexecution_mode = \"subprocess\"\nready = \"none\"\nstop_grace_s = 1\n\
+         [resources]\nestimated_cost_per_hour = 3600\n[launch]\ncommand = \"sleep\"\nargs = [\"300\"]\n",
+    )
+    .unwrap();
+    let cli = || {
+        let mut c = assert_cmd::Command::cargo_bin("plugboard").unwrap();
+        c.arg("--plugins")
+            .arg(tmp.path().join("extra"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"));
+        c
+    };
+    cli()
+        .args(["budget", "set", "category:gpu", "--max-usd-per-hour", "4000"])
+        .assert()
+        .success();
+    let session = browser(tmp.path()).await;
+    let (c, base) = (session.c.clone(), session.base.clone());
+    cli().args(["start", "gpu_burner"]).assert().success();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    c.goto(&format!("{base}/cost")).await.unwrap();
+    assert_eq!(text_of(&c, "h1").await, "Cost");
+    // The chart has the burner's line.
+    let lines = c
+        .find_all(Locator::Css("svg#spend-chart polyline[data-plugin='gpu_burner']"))
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 1);
+    // The budget bar is at the warning level, 90 % wide.
+    let bar = c
+        .find(Locator::Css(".budget[data-scope='category:gpu']"))
+        .await
+        .unwrap();
+    assert_eq!(bar.attr("data-level").await.unwrap().as_deref(), Some("warning"));
+    let fill = c
+        .find(Locator::Css(".budget[data-scope='category:gpu'] .fill"))
+        .await
+        .unwrap();
+    let style = fill.attr("style").await.unwrap().unwrap_or_default();
+    assert!(style.contains("width: 90.0%"), "{style}");
+    let burn = text_of(&c, "#burn-rate").await;
+    assert!(burn.contains("$3600/h"), "{burn}");
+    shot(&c, "cost").await;
+    cli().args(["stop", "gpu_burner"]).assert().success();
+}
