@@ -300,7 +300,8 @@ fn ledger_commands_work_without_a_host() {
     let g = e.json(&["gc", "--dry-run", "--json"]);
     assert_eq!(g["dry_run"], true);
     let c = e.json(&["cost", "--hours", "24", "--json"]);
-    assert_eq!(c["total_estimated_usd"], 0.0);
+    assert_eq!(c["total_projected_usd"], 0.0);
+    assert_eq!(c["hours"], 24.0);
     e.cmd().args(["cost", "--hours", "-1"]).assert().code(2);
     e.cmd()
         .args(["logs", "text_word_count"])
