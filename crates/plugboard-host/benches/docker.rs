@@ -6,39 +6,23 @@
 //!
 //! `taskset -c 0 cargo bench -p plugboard-host --bench docker`
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{pct, report};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateImageOptionsBuilder, RemoveContainerOptionsBuilder};
 use futures_util::StreamExt;
 use plugboard_host::{DataDir, Manifest, Supervisor, SupervisorConfig};
-use serde_json::json;
 
 const ROUNDS: usize = 7;
 const CALLS: usize = 2000;
 const BINDS: [&str; 4] = ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/bin:/bin:ro"];
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn report(name: &str, v: &mut [Duration], reference: Option<(&str, Duration)>) {
-    let p50 = pct(v, 0.5);
-    let p99 = pct(v, 0.99);
-    let ratio = reference
-        .map(|(r, d)| format!("  ({:.1}x {r})", p50.as_secs_f64() / d.as_secs_f64()))
-        .unwrap_or_default();
-    println!(
-        "{name:<52} p50 {:>10.3} ms  p99 {:>10.3} ms{ratio}",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
-    );
-}
 
 /// Podman's storage in `dir` (vfs: nothing to unmount afterwards).
 fn storage_args(dir: &Path) -> Vec<String> {
@@ -195,28 +179,7 @@ fn main() {
     let sup = rt
         .block_on(async { Supervisor::new(SupervisorConfig::new(DataDir::new(tmp.path().join("data")))) })
         .unwrap_or_else(|e| panic!("{e}"));
-    let run = |m: Arc<Manifest>| {
-        let id = m.unique_id();
-        let mut starts = Vec::new();
-        let mut calls = Vec::new();
-        for round in 0..ROUNDS {
-            let t = Instant::now();
-            rt.block_on(sup.start(Arc::clone(&m))).unwrap_or_else(|e| panic!("{e}"));
-            starts.push(t.elapsed());
-            if round == 0 {
-                let h = sup.handle(&id).unwrap_or_else(|e| panic!("{e}"));
-                rt.block_on(async {
-                    for _ in 0..CALLS {
-                        let t = Instant::now();
-                        let _ = h.execute(json!({"steps": 0})).await.unwrap_or_else(|e| panic!("{e}"));
-                        calls.push(t.elapsed());
-                    }
-                });
-            }
-            rt.block_on(sup.stop(&id)).unwrap_or_else(|e| panic!("{e}"));
-        }
-        (starts, calls)
-    };
+    let run = |m: Arc<Manifest>| support::start_call_stop(&rt, &sup, m, ROUNDS, CALLS);
     let (mut sub_start, mut sub_call) = run(manifest(tmp.path(), None));
     let (mut box_start, mut box_call) = run(manifest(tmp.path(), Some(&image)));
     let raw_p50 = pct(&mut raw, 0.5);

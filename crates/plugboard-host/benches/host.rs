@@ -11,10 +11,13 @@
 //! Run pinned, so subject and reference share one CPU:
 //! `taskset -c 0 cargo bench -p plugboard-host --bench host`
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{pct, report};
 
 use plugboard_host::ledger::{Intent, ResourceKind, ResourceStatus};
 use plugboard_host::{DataDir, GcOptions, Ledger, Manifest, Supervisor, SupervisorConfig, gc};
@@ -30,30 +33,6 @@ fn run_gc(
         .build()
         .map_err(|e| plugboard_host::HostError::Internal(e.to_string()))?;
     rt.block_on(gc(ledger, opts, self_host, &plugboard_host::Backends::builtin(None)))
-}
-
-fn pct(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i.min(samples.len() - 1)]
-}
-
-fn report(name: &str, samples: &mut [Duration], reference: Option<(&str, Duration)>) {
-    let p50 = pct(samples, 0.5);
-    let p99 = pct(samples, 0.99);
-    match reference {
-        Some((rname, r)) => println!(
-            "{name:<48} p50 {:>9.3} ms  p99 {:>9.3} ms  ({:.1}x {rname})",
-            ms(p50),
-            ms(p99),
-            p50.as_secs_f64() / r.as_secs_f64()
-        ),
-        None => println!("{name:<48} p50 {:>9.3} ms  p99 {:>9.3} ms", ms(p50), ms(p99)),
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn spawn_wait(cmd: &str, args: &[&str], n: usize) -> Vec<Duration> {

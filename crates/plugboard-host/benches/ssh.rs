@@ -11,40 +11,24 @@
 #[path = "../tests/common/sshd.rs"]
 mod sshd;
 
+mod support;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use support::{pct, report};
 
 use plugboard_core::ExecutionMode;
 use plugboard_host::backend::remote_ssh::RemoteSshBackend;
 use plugboard_host::ssh::Destination;
 use plugboard_host::{Backends, DataDir, Manifest, Supervisor, SupervisorConfig};
-use serde_json::json;
 
 const ROUNDS: usize = 7;
 const CALLS: usize = 1000;
 const PINGS: usize = 2000;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn report(name: &str, v: &mut [Duration], reference: Option<(&str, Duration)>) {
-    let p50 = pct(v, 0.5);
-    let p99 = pct(v, 0.99);
-    let ratio = reference
-        .map(|(r, d)| format!("  ({:.1}x {r})", p50.as_secs_f64() / d.as_secs_f64()))
-        .unwrap_or_default();
-    println!(
-        "{name:<56} p50 {:>9.3} ms  p99 {:>9.3} ms{ratio}",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
-    );
-}
 
 fn manifest(dir: &Path, sshd: Option<&sshd::Sshd>) -> Arc<Manifest> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -148,28 +132,7 @@ fn main() {
         fork.push(t.elapsed());
     }
 
-    let run = |m: Arc<Manifest>| {
-        let id = m.unique_id();
-        let mut starts = Vec::new();
-        let mut calls = Vec::new();
-        for round in 0..ROUNDS {
-            let t = Instant::now();
-            rt.block_on(sup.start(Arc::clone(&m))).unwrap_or_else(|e| panic!("{e}"));
-            starts.push(t.elapsed());
-            if round == 0 {
-                let h = sup.handle(&id).unwrap_or_else(|e| panic!("{e}"));
-                rt.block_on(async {
-                    for _ in 0..CALLS {
-                        let t = Instant::now();
-                        let _ = h.execute(json!({"steps": 0})).await.unwrap_or_else(|e| panic!("{e}"));
-                        calls.push(t.elapsed());
-                    }
-                });
-            }
-            rt.block_on(sup.stop(&id)).unwrap_or_else(|e| panic!("{e}"));
-        }
-        (starts, calls)
-    };
+    let run = |m: Arc<Manifest>| support::start_call_stop(&rt, &sup, m, ROUNDS, CALLS);
     let (mut local_start, mut local_call) = run(manifest(tmp.path(), None));
     let (mut remote_start, mut remote_call) = run(manifest(tmp.path(), Some(&sshd)));
 
