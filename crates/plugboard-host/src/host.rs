@@ -180,6 +180,36 @@ impl Host {
         self.manifests.iter().map(|m| self.info(m, &registry)).collect()
     }
 
+    /// One page of a category's plugins, in discovery order, with live
+    /// state: those whose name, title or description contains `filter`
+    /// (case-insensitive; empty matches all), skipping `offset`, at most
+    /// `limit`; with the number that match. Only the page's plugins are
+    /// looked up, so a category of any size costs one pass over its
+    /// manifests.
+    pub fn plugins_page(&self, category: &str, filter: &str, offset: usize, limit: usize) -> (Vec<PluginInfo>, usize) {
+        let needle = filter.trim().to_lowercase();
+        let matches = |m: &Manifest| {
+            needle.is_empty()
+                || [Some(&m.name), Some(&m.title), m.description.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s.to_lowercase().contains(&needle))
+        };
+        let mut total = 0;
+        let mut page = Vec::new();
+        for m in self.manifests.iter().filter(|m| m.category == category) {
+            if !matches(m) {
+                continue;
+            }
+            if total >= offset && page.len() < limit {
+                page.push(Arc::clone(m));
+            }
+            total += 1;
+        }
+        let registry = lock(&self.registry);
+        (page.iter().map(|m| self.info(m, &registry)).collect(), total)
+    }
+
     /// One plugin, with live state.
     pub fn plugin(&self, unique_id: &str) -> Result<PluginInfo, HostError> {
         let m = self.manifest(unique_id)?;
