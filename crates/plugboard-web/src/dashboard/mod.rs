@@ -221,7 +221,7 @@ pub(crate) fn card_config(s: &ApiState, p: &PluginInfo) -> Map<String, Value> {
 }
 
 /// Plugins per category page unless `per` says otherwise, and the most it may say.
-const PER_PAGE: usize = 50;
+const PER_PAGE: usize = 25;
 const MAX_PER_PAGE: usize = 500;
 
 #[derive(Deserialize)]
