@@ -214,8 +214,8 @@ fn main() {
         let (s, t) = run_calls(&h, json!({"steps": 0}), 3_000).await;
         stats("Python worker over Unix socket (execute)", s, t, Some(raw));
 
-        // Streamed events/s: one call, 20,000 progress events.
-        let steps = 20_000;
+        // Streamed events/s: one call, 10,000 progress events.
+        let steps = 10_000;
         let start = Instant::now();
         let mut events = 0u64;
         h.execute_streaming(json!({"steps": steps, "step_ms": 0}), None)
