@@ -89,6 +89,10 @@ pub struct Host {
     catalog: RwLock<Catalog>,
     manifests: Vec<Arc<Manifest>>,
     by_id: HashMap<String, usize>,
+    /// Each category's manifests, by index, in discovery order.
+    by_category: HashMap<String, Vec<usize>>,
+    /// Each manifest's name, title and description, lowercased (by index).
+    search_text: Vec<String>,
     registry: Mutex<UnifiedPluginRegistry>,
     supervisor: Supervisor,
     in_process: Mutex<HashMap<String, InProcess>>,
@@ -115,11 +119,28 @@ impl Host {
         let supervisor = Supervisor::new(scfg)?;
         let manifests: Vec<Arc<Manifest>> = catalog.manifests.iter().cloned().map(Arc::new).collect();
         let by_id = manifests.iter().enumerate().map(|(i, m)| (m.unique_id(), i)).collect();
+        let mut by_category: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, m) in manifests.iter().enumerate() {
+            by_category.entry(m.category.clone()).or_default().push(i);
+        }
+        // What a search looks in, lowercased once.
+        let search_text = manifests
+            .iter()
+            .map(|m| {
+                let mut t = format!("{}\n{}\n", m.name, m.title);
+                if let Some(d) = &m.description {
+                    t.push_str(d);
+                }
+                t.to_lowercase()
+            })
+            .collect();
         Ok(Host {
             cfg,
             catalog: RwLock::new(catalog),
             manifests,
             by_id,
+            by_category,
+            search_text,
             registry: Mutex::new(registry),
             supervisor,
             in_process: Mutex::new(HashMap::new()),
@@ -178,6 +199,47 @@ impl Host {
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let registry = lock(&self.registry);
         self.manifests.iter().map(|m| self.info(m, &registry)).collect()
+    }
+
+    /// One page of a category's plugins, in discovery order, with live
+    /// state: those whose name, title or description contains `filter`
+    /// (case-insensitive; empty matches all), skipping `offset`, at most
+    /// `limit`; with the number that match. Only the page's plugins are
+    /// looked up, so a category of any size costs one pass over its
+    /// manifests.
+    pub fn plugins_page(&self, category: &str, filter: &str, offset: usize, limit: usize) -> (Vec<PluginInfo>, usize) {
+        let Some(ix) = self.by_category.get(category) else {
+            return (Vec::new(), 0);
+        };
+        let needle = filter.trim().to_lowercase();
+        let page: Vec<&Arc<Manifest>>;
+        let total;
+        if needle.is_empty() {
+            total = ix.len();
+            page = ix
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|&i| &self.manifests[i])
+                .collect();
+        } else {
+            let matching = ix
+                .iter()
+                .filter(|&&i| self.search_text[i].contains(&needle))
+                .map(|&i| &self.manifests[i]);
+            let mut n = 0;
+            let mut p = Vec::new();
+            for m in matching {
+                if n >= offset && p.len() < limit {
+                    p.push(m);
+                }
+                n += 1;
+            }
+            total = n;
+            page = p;
+        }
+        let registry = lock(&self.registry);
+        (page.into_iter().map(|m| self.info(m, &registry)).collect(), total)
     }
 
     /// One plugin, with live state.

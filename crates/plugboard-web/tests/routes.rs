@@ -1176,3 +1176,47 @@ fn slow_and_idle_clients_are_disconnected() {
     // Meanwhile the server answers everyone else.
     assert_eq!(http_get(server.addr, "/api/v1/health", limit).unwrap().0, 200);
 }
+
+#[tokio::test]
+async fn category_pages_are_paged_and_searched_on_the_server() {
+    let f = fixture();
+    let (s, _, body) = f.get("/category/speech_to_text?per=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("1–1 of 2") && body.contains("id=\"next-page\""), "{body}");
+    assert!(!body.contains("id=\"prev-page\""));
+    assert_eq!(body.matches("<option value=").count(), 1, "one plugin on the page");
+    let (_, _, page2) = f.get("/category/speech_to_text?per=1&page=2").await;
+    assert!(
+        page2.contains("2–2 of 2") && page2.contains("id=\"prev-page\""),
+        "{page2}"
+    );
+    assert_ne!(body, page2);
+    // A search narrows it, case-insensitively, over name, title and description.
+    let (_, _, found) = f.get("/category/speech_to_text?q=LLAMA").await;
+    assert!(found.contains("1–1 of 1") && found.contains("Llama on GPU"), "{found}");
+    let (_, _, found) = f.get("/category/speech_to_text?q=transcribes").await;
+    assert!(found.contains("1–1 of 1"), "{found}");
+    // The search text is shown escaped; no match is a page saying so.
+    let (s, _, none) = f.get("/category/speech_to_text?q=%3Ci%3Enowhere").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        none.contains("id=\"no-match\"") && none.contains("&lt;i&gt;nowhere"),
+        "{none}"
+    );
+    assert!(!none.contains("<i>nowhere"));
+    // Out-of-range and odd values never fail.
+    let (s, _, far) = f.get(&format!("/category/speech_to_text?page={}", usize::MAX)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(far.contains("of 2"), "{far}");
+    assert_eq!(f.get("/category/speech_to_text?per=0").await.0, StatusCode::OK);
+    assert_eq!(
+        f.get("/category/speech_to_text?page=x").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let long = "a".repeat(201);
+    assert_eq!(
+        f.get(&format!("/category/speech_to_text?q={long}")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(f.get("/category/nope").await.0, StatusCode::NOT_FOUND);
+}

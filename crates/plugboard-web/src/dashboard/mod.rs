@@ -220,20 +220,47 @@ pub(crate) fn card_config(s: &ApiState, p: &PluginInfo) -> Map<String, Value> {
     form::redact(schema, &form::with_defaults(&fields, &saved_of(s, &p.unique_id))).config
 }
 
-async fn category(State(s): State<ApiState>, Path(cat): Path<String>, headers: HeaderMap) -> Response {
-    let plugins: Vec<PluginInfo> = s
-        .host
-        .plugins()
-        .into_iter()
-        .filter(|p| p.metadata.category == cat)
-        .collect();
-    let Some(first) = plugins.first() else {
+/// Plugins per category page unless `per` says otherwise, and the most it may say.
+const PER_PAGE: usize = 25;
+const MAX_PER_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+struct CategoryQuery {
+    #[serde(default)]
+    q: String,
+    page: Option<usize>,
+    per: Option<usize>,
+}
+
+/// A category, one page at a time (`?q=` filters, `?page=`, `?per=`): a
+/// category of any size renders only its page.
+async fn category(
+    State(s): State<ApiState>,
+    Path(cat): Path<String>,
+    Query(query): Query<CategoryQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if query.q.len() > 200 {
+        return error(StatusCode::BAD_REQUEST, "the search text is longer than 200 bytes");
+    }
+    let per = query.per.unwrap_or(PER_PAGE).clamp(1, MAX_PER_PAGE);
+    let page_no = query.page.unwrap_or(1).max(1);
+    let offset = (page_no - 1).saturating_mul(per);
+    let (plugins, total) = s.host.plugins_page(&cat, &query.q, offset, per);
+    if total == 0 && query.q.is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no plugins in category {cat:?}"));
-    };
+    }
     let name = s.host.with_registry(|r| r.category_display_name(&cat));
-    let config = card_config(&s, first);
+    let config = plugins.first().map(|p| card_config(&s, p)).unwrap_or_default();
+    let paging = pages::Pager {
+        category: cat.clone(),
+        q: query.q,
+        page: page_no,
+        per,
+        total,
+    };
     page(&headers, &name, "overview", |_| {
-        pages::category(&name, &plugins, first, &config)
+        pages::category(&name, &plugins, plugins.first(), &config, &paging)
     })
 }
 

@@ -115,15 +115,88 @@ pub fn card(p: &PluginInfo, config: &Map<String, Value>) -> Markup {
     }
 }
 
-/// A category: selector, card, confirm button, comparison table.
+/// Where a category page is in its plugins: the search, the page, its
+/// size and how many plugins match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pager {
+    /// The category.
+    pub category: String,
+    /// The search text (empty: every plugin).
+    pub q: String,
+    /// The page, from 1.
+    pub page: usize,
+    /// Plugins per page.
+    pub per: usize,
+    /// Plugins that match.
+    pub total: usize,
+}
+
+impl Pager {
+    /// The number of pages (at least 1).
+    pub fn pages(&self) -> usize {
+        self.total.div_ceil(self.per.max(1)).max(1)
+    }
+
+    fn href(&self, page: usize) -> String {
+        let mut url = format!("/category/{}?page={page}&per={}", urlencode(&self.category), self.per);
+        if !self.q.is_empty() {
+            url.push_str("&q=");
+            url.push_str(&urlencode(&self.q));
+        }
+        url
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (for query values
+/// and path segments).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The search box and the page links of a category page (plain links and a
+/// GET form: no script needed).
+fn pager(p: &Pager, shown: usize) -> Markup {
+    let first = if shown == 0 { 0 } else { (p.page - 1) * p.per + 1 };
+    let last = if shown == 0 { 0 } else { first + shown - 1 };
+    html! {
+        form.pager method="get" action={ "/category/" (urlencode(&p.category)) } {
+            input type="search" name="q" value=(p.q) placeholder="Search name, title, description" aria-label="Search plugins";
+            input type="hidden" name="per" value=(p.per);
+            button type="submit" { "Search" }
+            span.muted #plugin-count { (first) "–" (last) " of " (p.total) }
+            @if p.page > 1 { a #prev-page href=(p.href(p.page - 1)) { "← Previous" } }
+            @if p.page < p.pages() { a #next-page href=(p.href(p.page + 1)) { "Next →" } }
+        }
+    }
+}
+
+/// A category: search and pages, selector, card, confirm button,
+/// comparison table, for the plugins of one page.
 pub fn category(
     display_name: &str,
     plugins: &[PluginInfo],
-    selected: &PluginInfo,
+    selected: Option<&PluginInfo>,
     config: &Map<String, Value>,
+    paging: &Pager,
 ) -> Markup {
+    let Some(selected) = selected else {
+        return html! {
+            h1 { (display_name) }
+            (pager(paging, 0))
+            p.muted #no-match { "No plugin in this category matches " q { (paging.q) } "." }
+        };
+    };
     html! {
         h1 { (display_name) }
+        (pager(paging, plugins.len()))
         div.selector {
             label for="plugin-select" { "Plugin" }
             select id="plugin-select" name="id" hx-get="/fragments/card" hx-target="#card" hx-swap="outerHTML" hx-trigger="change" {
