@@ -187,7 +187,10 @@ fn config_map(unique_id: &str, config: &Bound<'_, PyAny>) -> PyResult<Map<String
         Ok(_) => Err(PyTypeError::new_err(format!("config for {unique_id} must be a dict"))),
         Err(e) => {
             let ty = e.get_type(config.py());
-            Err(PyErr::from_type(ty, format!("config for {unique_id} is not JSON: {}", e.value(config.py()))))
+            Err(PyErr::from_type(
+                ty,
+                format!("config for {unique_id} is not JSON: {}", e.value(config.py())),
+            ))
         }
     }
 }
@@ -310,7 +313,14 @@ fn checked_violations(schema: &Schema, config: &Value) -> Vec<Violation> {
     let mut violations = schema.compiled.violations(config);
     if !violations.is_empty() {
         let mut found = Vec::new();
-        secrets(schema.compiled.raw(), schema.compiled.raw(), config, None, 0, &mut found);
+        secrets(
+            schema.compiled.raw(),
+            schema.compiled.raw(),
+            config,
+            None,
+            0,
+            &mut found,
+        );
         found.sort_by_key(|s| std::cmp::Reverse(s.len()));
         found.dedup();
         for v in &mut violations {
@@ -357,7 +367,11 @@ fn invalid_config(py: Python<'_>, unique_id: &str, violations: &[Violation]) -> 
         "config for {unique_id} is invalid ({} violation{}): {}",
         violations.len(),
         if violations.len() == 1 { "" } else { "s" },
-        violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     let list = violations
         .iter()
@@ -378,12 +392,19 @@ fn config_err(py: Python<'_>, e: ConfigError) -> PyErr {
     let message = chain(&e);
     match e {
         ConfigError::InvalidId(id) => {
-            let attrs = id.id.into_bound_py_any(py).map(|v| vec![("unique_id", v)]).unwrap_or_default();
+            let attrs = id
+                .id
+                .into_bound_py_any(py)
+                .map(|v| vec![("unique_id", v)])
+                .unwrap_or_default();
             raise(py, "InvalidIdError", message, &attrs)
         }
         ConfigError::Invalid { unique_id, violations } => invalid_config(py, &unique_id, &violations),
         ConfigError::BadSchema { unique_id, .. } => {
-            let attrs = unique_id.into_bound_py_any(py).map(|v| vec![("unique_id", v)]).unwrap_or_default();
+            let attrs = unique_id
+                .into_bound_py_any(py)
+                .map(|v| vec![("unique_id", v)])
+                .unwrap_or_default();
             raise(py, "SchemaError", message, &attrs)
         }
         ConfigError::Corrupt { path, line, column, .. } => {
@@ -401,7 +422,10 @@ fn config_err(py: Python<'_>, e: ConfigError) -> PyErr {
         ConfigError::TooLarge { .. } => raise(py, "ConfigTooLargeError", message, &[]),
         ConfigError::Locked { .. } => raise(py, "ConfigLockedError", message, &[]),
         ConfigError::NotAFile { path, .. } | ConfigError::Io { path, .. } => {
-            let attrs = path.into_bound_py_any(py).map(|v| vec![("path", v)]).unwrap_or_default();
+            let attrs = path
+                .into_bound_py_any(py)
+                .map(|v| vec![("path", v)])
+                .unwrap_or_default();
             raise(py, "ConfigFileError", message, &attrs)
         }
     }
