@@ -90,27 +90,35 @@ fn python_package_pytest_suite_passes() {
             .arg(&venv));
         assert!(o.status.success(), "cannot create {}: {}", venv.display(), text(&o));
     }
-    let has_tools = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import maturin, pytest"])
+    // The venv's bin first: maturin and pytest come from it or, through the
+    // system site packages, from the system (where .ci/run installs them).
+    let path = std::env::join_paths(
+        std::iter::once(venv.join("bin")).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH entries join");
+    let has_tools = || {
+        let maturin = Command::new("maturin")
+            .arg("--version")
+            .env("PATH", &path)
             .output()
-            .is_ok_and(|o| o.status.success())
+            .is_ok_and(|o| o.status.success());
+        maturin
+            && Command::new(&py)
+                .args(["-c", "import pytest"])
+                .output()
+                .is_ok_and(|o| o.status.success())
     };
-    if !has_tools(&py) {
+    if !has_tools() {
         let o = run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "maturin", "pytest"]));
-        if !o.status.success() || !has_tools(&py) {
+        if !o.status.success() || !has_tools() {
             return unavailable(&format!(
                 "maturin and pytest are not installed and pip could not install them: {}",
                 text(&o)
             ));
         }
     }
-    let path = std::env::join_paths(
-        std::iter::once(venv.join("bin")).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
-    .expect("PATH entries join");
-    let built = run(Command::new(&py)
-        .args(["-m", "maturin", "develop", "--quiet", "--locked", "--manifest-path"])
+    let built = run(Command::new("maturin")
+        .args(["develop", "--quiet", "--locked", "--manifest-path"])
         .arg(package.join("Cargo.toml"))
         .env("VIRTUAL_ENV", &venv)
         .env("PATH", &path)
