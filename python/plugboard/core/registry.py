@@ -149,6 +149,21 @@ class UnifiedPluginRegistry:
             out.append(metadata)
         return out
 
+    def _discover_and_register_plugins(
+        self,
+        category: str,  # Category name
+        manager: Any,  # Plugin manager instance
+    ) -> List[PluginMetadata]:  # List of discovered plugin metadata
+        """Discover plugins from manager and register their metadata (the
+        seed's private step, kept for apps that call it: it adds to the
+        category's plugins rather than replacing them)."""
+        found = self._discover(category, manager)
+        for metadata in found:
+            uid = metadata.get_unique_id()
+            self._plugins[uid] = metadata
+            self._schemas.pop(uid, None)
+        return found
+
     def get_manager(
         self,
         category: str,  # Category name
