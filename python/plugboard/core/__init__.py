@@ -1,0 +1,1 @@
+"""The seed's ``core``: execution modes, metadata, and the registry."""

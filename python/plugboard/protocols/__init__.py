@@ -1,0 +1,1 @@
+"""The seed's runtime-checkable protocols: lifecycle and cloud-aware plugins."""

@@ -1,0 +1,1 @@
+"""The seed's helpers over lists of plugin metadata."""
