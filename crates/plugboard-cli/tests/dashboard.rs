@@ -322,7 +322,15 @@ async fn state_of(c: &Client) -> String {
 
 async fn wait_state(c: &Client, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reloaded = false;
     while state_of(c).await != want {
+        // On a loaded machine a navigation after a form post has been seen
+        // to stall in the browser (the page's scripts never ran); a reload
+        // asks the server again, which is what is under test.
+        if !reloaded && Instant::now() + Duration::from_secs(15) > deadline {
+            reloaded = true;
+            let _ = c.refresh().await;
+        }
         if Instant::now() > deadline {
             shot(c, &format!("failed-waiting-for-{want}")).await;
             let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
