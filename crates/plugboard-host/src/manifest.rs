@@ -362,6 +362,14 @@ impl Manifest {
         })
     }
 
+    /// The manifest's price per hour (`[resources] estimated_cost_per_hour`)
+    /// as a launch plan records it, when it gives one.
+    pub fn price_estimate(&self) -> Option<(f64, crate::ledger::PriceSource)> {
+        self.resources
+            .estimated_cost_per_hour
+            .map(|p| (p, crate::ledger::PriceSource::Manifest))
+    }
+
     /// `{category}_{name}`.
     pub fn unique_id(&self) -> String {
         format!("{}_{}", self.category, self.name)

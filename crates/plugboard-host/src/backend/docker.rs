@@ -33,7 +33,7 @@ use super::{
 };
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
-use crate::ledger::{MARKER_ENV, PriceSource, ResourceHandle, ResourceKind};
+use crate::ledger::{MARKER_ENV, ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
 
 /// Label naming the plugin.
@@ -451,10 +451,7 @@ impl Backend for DockerBackend {
         Ok(Plan {
             kind: ResourceKind::Container,
             owned: true,
-            price: manifest
-                .resources
-                .estimated_cost_per_hour
-                .map(|p| (p, PriceSource::Manifest)),
+            price: manifest.price_estimate(),
             details,
             spec: Box::new(spec),
         })

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{Backend, BackendError, LaunchContext, Launched, Marked, Observation, Plan, Stopped, Target};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
-use crate::ledger::{PriceSource, ResourceHandle, ResourceKind};
+use crate::ledger::{ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
 
 /// The external backend.
@@ -91,10 +91,7 @@ impl Backend for ExternalBackend {
         Ok(Plan {
             kind: ResourceKind::Service,
             owned: false,
-            price: manifest
-                .resources
-                .estimated_cost_per_hour
-                .map(|p| (p, PriceSource::Manifest)),
+            price: manifest.price_estimate(),
             details: json!({ "endpoint": endpoint.to_string(), "token_env": token_env, "mode": manifest.execution_mode }),
             spec: Box::new(ExternalSpec { endpoint, token_env }),
         })

@@ -28,7 +28,7 @@ use crate::cgroup::{Cgroup, Limits};
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
 use crate::launch::{self, Resolved};
-use crate::ledger::{MARKER_ENV, PriceSource, ResourceHandle, ResourceKind};
+use crate::ledger::{MARKER_ENV, ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
 use crate::tree::{self, TreeSpec};
 use crate::zombies;
@@ -202,10 +202,7 @@ impl Backend for ProcessBackend {
         Ok(Plan {
             kind: ResourceKind::Process,
             owned: true,
-            price: manifest
-                .resources
-                .estimated_cost_per_hour
-                .map(|p| (p, PriceSource::Manifest)),
+            price: manifest.price_estimate(),
             details,
             spec: Box::new(ProcessSpec { resolved, limits }),
         })

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
-use crate::ledger::{PriceSource, ResourceHandle, ResourceKind};
+use crate::ledger::{ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
 use crate::ssh::master::{spawn_owned, watch_exit};
 use crate::ssh::script::{self, RootIdentity, StartSpec};
@@ -226,10 +226,7 @@ impl Backend for RemoteSshBackend {
         Ok(Plan {
             kind: ResourceKind::RemoteProcess,
             owned: true,
-            price: manifest
-                .resources
-                .estimated_cost_per_hour
-                .map(|p| (p, PriceSource::Manifest)),
+            price: manifest.price_estimate(),
             details,
             spec: Box::new(spec),
         })
