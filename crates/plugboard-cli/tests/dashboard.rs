@@ -313,11 +313,17 @@ async fn text_of(c: &Client, css: &str) -> String {
 }
 
 /// The live state shown on a plugin page.
+/// Read in one script, so a swap between finding the element and reading
+/// its attribute cannot fail the read.
 async fn state_of(c: &Client) -> String {
-    match c.find(Locator::Css("#plugin-state")).await {
-        Ok(e) => e.attr("data-state").await.ok().flatten().unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+    c.execute(
+        "var e = document.getElementById('plugin-state'); return e ? e.getAttribute('data-state') : '';",
+        vec![],
+    )
+    .await
+    .ok()
+    .and_then(|v| v.as_str().map(str::to_string))
+    .unwrap_or_default()
 }
 
 async fn wait_state(c: &Client, want: &str) {
@@ -335,7 +341,10 @@ async fn wait_state(c: &Client, want: &str) {
             shot(c, &format!("failed-waiting-for-{want}")).await;
             let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
             let body = text_of(c, "main").await;
-            panic!("timed out waiting for the page to say {want} at {url}: {body}");
+            let panel = c
+                .execute("var e = document.getElementById('state-panel'); return [document.readyState, e ? e.outerHTML : 'none'];", vec![])
+                .await;
+            panic!("timed out waiting for the page to say {want} at {url}: {body}\npanel: {panel:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

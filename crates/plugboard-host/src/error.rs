@@ -123,6 +123,16 @@ pub enum HostError {
         #[source]
         source: crate::budget::BudgetError,
     },
+    /// A cloud provider refused, failed, or had nothing to rent.
+    #[error("plugin {plugin}: {provider}: {reason}")]
+    Cloud {
+        /// The plugin.
+        plugin: String,
+        /// The provider (`aws`, `lambda_labs`…).
+        provider: String,
+        /// What happened, with the provider's own message.
+        reason: String,
+    },
     /// A remote machine could not be reached or refused (SSH).
     #[error("plugin {plugin}: SSH to {destination}: {reason}")]
     Remote {

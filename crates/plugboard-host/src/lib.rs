@@ -21,6 +21,7 @@ pub mod backend;
 pub mod budget;
 pub mod cgroup;
 pub mod client;
+pub mod cloud;
 pub mod cost;
 pub mod endpoint;
 pub mod error;

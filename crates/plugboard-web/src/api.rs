@@ -142,7 +142,8 @@ impl From<HostError> for ApiError {
             | HostError::ReadyTimeout { .. }
             | HostError::ProvisionTimeout { .. }
             | HostError::Spawn { .. }
-            | HostError::Remote { .. } => (StatusCode::BAD_GATEWAY, "start_failed"),
+            | HostError::Remote { .. }
+            | HostError::Cloud { .. } => (StatusCode::BAD_GATEWAY, "start_failed"),
             HostError::StoppedDuringStart { .. } => (StatusCode::CONFLICT, "stopped_during_start"),
             HostError::BudgetRefused { .. } => (StatusCode::FORBIDDEN, "budget_exceeded"),
             HostError::Budgets { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "budgets_unreadable"),

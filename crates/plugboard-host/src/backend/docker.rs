@@ -613,6 +613,7 @@ impl Backend for DockerBackend {
             exit: Some(rx),
             keepalive: Some(Box::new(std::sync::Mutex::new(attached.input))),
             lost: None,
+            price: None,
         })
     }
 

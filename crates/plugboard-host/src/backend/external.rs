@@ -123,6 +123,7 @@ impl Backend for ExternalBackend {
             exit: None,
             keepalive: None,
             lost: None,
+            price: None,
         })
     }
 

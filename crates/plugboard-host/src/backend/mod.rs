@@ -13,7 +13,9 @@
 //! | external | [`external`] | none (not owned) | never ended by plugboard |
 //! | docker | `docker` (feature `docker`) | container labels | removed (404) |
 //! | remote_ssh | [`remote_ssh`] | `PLUGBOARD_RESOURCE_ID` env var on the remote machine | no remote process carries the marker |
+//! | cloud_vm, cloud_gpu, cloud_cpu | [`cloud`] | EC2 tag / Lambda instance name | the provider says `terminated` or not found |
 
+pub mod cloud;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod external;
@@ -109,6 +111,29 @@ pub struct LaunchContext {
     pub listen: PathBuf,
     /// The bearer token a worker this host starts must require.
     pub token: String,
+    /// Told the moment a resource that takes a provider's time exists
+    /// (before it is ready), so the ledger holds its handle through the
+    /// rest of the launch.
+    pub created: Option<CreatedHook>,
+}
+
+/// Called by a backend when its resource exists, before the launch ends:
+/// the handle, and whether billing starts now (providers that bill from
+/// creation).
+#[derive(Clone)]
+pub struct CreatedHook(pub Arc<dyn Fn(&ResourceHandle, bool) + Send + Sync>);
+
+impl CreatedHook {
+    /// Reports `handle` (see [`CreatedHook`]).
+    pub fn report(&self, handle: &ResourceHandle, bills_now: bool) {
+        (self.0)(handle, bills_now)
+    }
+}
+
+impl std::fmt::Debug for CreatedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CreatedHook")
+    }
 }
 
 /// A stream of the resource's output, pumped into the plugin's log.
@@ -143,6 +168,10 @@ pub struct Launched {
     /// as an event: the plugin turns `lost` at once instead of at the next
     /// probe; [`Backend::observe`] then tells whether it came back.
     pub lost: Option<watch::Receiver<Option<String>>>,
+    /// The provider's price quote, when it gave one at launch: it replaces
+    /// the plan's estimate in the ledger (what accrued before keeps the
+    /// old price).
+    pub price: Option<(f64, PriceSource)>,
 }
 
 /// What identifies a resource to stop, observe or sweep: its marker, and
@@ -314,6 +343,10 @@ impl Backends {
         b.register(
             Arc::new(remote_ssh::RemoteSshBackend::new()),
             &[ExecutionMode::RemoteSsh],
+        );
+        b.register(
+            Arc::new(cloud::CloudBackend::new(Arc::new(cloud::Providers::from_env()))),
+            &[ExecutionMode::CloudVm, ExecutionMode::CloudGpu, ExecutionMode::CloudCpu],
         );
         b
     }

@@ -331,6 +331,7 @@ impl Backend for ProcessBackend {
             exit: Some(rx),
             keepalive: stdin.map(|s| Box::new(s) as Box<dyn std::any::Any + Send + Sync>),
             lost: None,
+            price: None,
         })
     }
 

@@ -154,6 +154,7 @@ impl Backend for TestBackend {
             exit: Some(rx),
             keepalive: None,
             lost: None,
+            price: None,
         })
     }
 

@@ -17,7 +17,9 @@
 //!
 //! Host keys are always checked (`StrictHostKeyChecking=yes`) and no prompt
 //! is ever shown (`BatchMode=yes`); a refused key or login is an
-//! [`SshError`] that says what to do.
+//! [`SshError`] that says what to do. The one exception is a cloud instance
+//! created a moment ago ([`Destination::accept_new_host_key`]): its key is
+//! taken on first contact into a known_hosts file of its own and pinned.
 
 pub mod master;
 pub mod script;
@@ -52,6 +54,11 @@ pub struct Destination {
     /// Keepalive interval: a silent connection is declared dropped after
     /// three missed answers.
     pub alive_interval: Duration,
+    /// Trust the host key on first contact (`StrictHostKeyChecking=accept-new`)
+    /// and pin it in `known_hosts` from then on: for a cloud instance
+    /// created a moment ago, whose key no one could have known, with a
+    /// known_hosts file of its own.
+    pub accept_new_host_key: bool,
 }
 
 impl Destination {
@@ -66,6 +73,7 @@ impl Destination {
             jump_host: None,
             connect_timeout: Duration::from_secs(10),
             alive_interval: Duration::from_secs(2),
+            accept_new_host_key: false,
         }
     }
 
@@ -97,7 +105,7 @@ impl Destination {
             a.push(s.into());
         };
         opt("BatchMode=yes".into());
-        opt("StrictHostKeyChecking=yes".into());
+        opt(format!("StrictHostKeyChecking={}", self.strict_host_key_checking()));
         opt(format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)));
         opt(format!("ServerAliveInterval={}", self.alive_interval.as_secs().max(1)));
         opt("ServerAliveCountMax=3".into());
@@ -123,6 +131,10 @@ impl Destination {
             a.push(format!("ProxyCommand={}", self.jump_command(&j)).into());
         }
         a
+    }
+
+    fn strict_host_key_checking(&self) -> &'static str {
+        if self.accept_new_host_key { "accept-new" } else { "yes" }
     }
 
     /// The `ProxyCommand` that reaches the target through the jump host
@@ -161,6 +173,7 @@ impl Destination {
             "jump_host": self.jump_host,
             "connect_timeout_s": self.connect_timeout.as_secs(),
             "alive_interval_s": self.alive_interval.as_secs(),
+            "accept_new_host_key": self.accept_new_host_key,
         })
     }
 
@@ -187,6 +200,7 @@ impl Destination {
         if let Some(t) = v.get("alive_interval_s").and_then(Value::as_u64) {
             d.alive_interval = Duration::from_secs(t.max(1));
         }
+        d.accept_new_host_key = v.get("accept_new_host_key").and_then(Value::as_bool).unwrap_or(false);
         Ok(d)
     }
 }

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use super::output::pump;
 use super::ready::wait_ready;
 use super::{Inner, Live, RunState, Slot, WorkerStatus, apply_config, governor, lock, monitor};
-use crate::backend::{LaunchContext, Target};
+use crate::backend::{CreatedHook, LaunchContext, Target};
 use crate::client::WorkerClient;
 use crate::error::HostError;
 use crate::handle::PluginHandle;
-use crate::ledger::{Intent, ResourceStatus, now_ms};
+use crate::ledger::{Intent, ResourceHandle, ResourceStatus, now_ms};
 use crate::manifest::{Manifest, Ready};
 
 /// Starts the slot's worker; the caller holds `slot.op`. `by_policy` keeps
@@ -81,6 +81,22 @@ pub(super) fn restart_by_policy(
     manifest: Arc<Manifest>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<WorkerStatus, HostError>> + Send>> {
     Box::pin(async move { start_locked(&inner, &slot, manifest, None, true).await })
+}
+
+/// Records a resource's handle the moment its backend reports it exists
+/// (and starts billing when the provider bills from creation).
+fn created_hook(inner: &Arc<Inner>, rid: i64) -> CreatedHook {
+    let weak = Arc::downgrade(inner);
+    CreatedHook(Arc::new(move |handle: &ResourceHandle, bills_now: bool| {
+        let Some(inner) = weak.upgrade() else { return };
+        let ledger = lock(&inner.ledger);
+        if let Err(e) = ledger.set_handle(rid, handle, None) {
+            tracing::error!(resource = rid, error = %e, "cannot record a created resource's handle");
+        }
+        if bills_now && let Err(e) = ledger.start_billing(rid) {
+            tracing::error!(resource = rid, error = %e, "cannot start billing");
+        }
+    }))
 }
 
 fn new_token() -> String {
@@ -160,6 +176,7 @@ async fn attempt(
         marker: marker.clone(),
         listen: listen.clone(),
         token: new_token(),
+        created: Some(created_hook(inner, rid)),
     };
     let provision_limit = Duration::from_secs_f64(m.provision_timeout_s);
     if backend.provisions() {
@@ -209,6 +226,11 @@ async fn attempt(
     // returned, so it stays tracked (and its marker finds it).
     if let Err(e) = lock(&inner.ledger).set_handle(rid, &launched.handle, Some(&launched.endpoint.to_string())) {
         tracing::error!(plugin = %id, error = %e, "cannot record the resource's handle");
+    }
+    if let Some((price, source)) = launched.price
+        && let Err(e) = lock(&inner.ledger).set_price(rid, price, source)
+    {
+        tracing::error!(plugin = %id, error = %e, "cannot record the provider's price");
     }
     let (ready_tx, ready_rx) = watch::channel(false);
     let regex = match &m.ready {

@@ -40,7 +40,8 @@ use crate::ssh::{Connections, Destination, Master, SshError};
 mod plan;
 
 pub use plan::default_remote_socket;
-use plan::{RemoteSpec, plan_spec};
+use plan::plan_spec;
+pub(crate) use plan::{RemoteSpec, WorkerParts, expand_path, worker_parts};
 
 /// How long a remote command of the backend's own (check, stop, sweep) may
 /// take beyond its grace.
@@ -431,6 +432,7 @@ impl Backend for RemoteSshBackend {
             exit: Some(exit_rx),
             keepalive: Some(Box::new(KeepAlive { _stdin: stdin })),
             lost: Some(lost_rx),
+            price: None,
         })
     }
 

@@ -17,7 +17,7 @@ const KEYS: &str = "host, user, port, identity_file, known_hosts, jump_host, wor
 pub(super) const SOCKET_PATH_MAX: usize = 103;
 
 /// A checked remote_ssh launch.
-pub(super) struct RemoteSpec {
+pub(crate) struct RemoteSpec {
     pub dest: Destination,
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -31,7 +31,9 @@ pub fn default_remote_socket(marker: &str) -> String {
     format!("/tmp/plugboard-{}.sock", marker.replace(':', "-"))
 }
 
-fn expand_path(dir: &Path, raw: &str) -> PathBuf {
+/// `raw` as a local path: `~/` is the home directory, a relative path is
+/// relative to the manifest's directory.
+pub(crate) fn expand_path(dir: &Path, raw: &str) -> PathBuf {
     if let Some(rest) = raw.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME")
     {
@@ -139,6 +141,52 @@ pub(super) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
     }
     dest.connect_timeout = seconds("connect_timeout_s", 10)?;
     dest.alive_interval = seconds("alive_interval_s", 2)?;
+    let w = worker_parts(m, vars)?;
+    Ok(RemoteSpec {
+        dest,
+        argv: w.argv,
+        env: w.env,
+        workdir: w.workdir,
+        uploads: w.uploads,
+        remote_socket: w.remote_socket,
+    })
+}
+
+/// The worker's part of a launch table (shared with the cloud backends,
+/// which start their workers over SSH): `command`/`args`, `env`,
+/// `workdir`, `upload`, `remote_socket`.
+pub(crate) struct WorkerParts {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub uploads: Vec<(PathBuf, String)>,
+    pub remote_socket: Option<String>,
+}
+
+/// Reads the worker's part of a launch table (see [`WorkerParts`]).
+pub(crate) fn worker_parts(m: &Manifest, vars: &BTreeMap<String, String>) -> Result<WorkerParts, HostError> {
+    let bad = |key: &str, reason: String| HostError::BadLaunch {
+        plugin: m.unique_id(),
+        manifest: m.path.clone(),
+        key: key.to_owned(),
+        reason,
+    };
+    let undefined = |name: String| HostError::UndefinedVariable {
+        plugin: m.unique_id(),
+        name,
+        manifest: m.path.clone(),
+    };
+    let expand = |s: &str| crate::launch::expand(s, vars).map_err(undefined);
+    let l = &m.launch;
+    let string = |key: &str| -> Result<Option<String>, HostError> {
+        match l.extra.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_str().filter(|s| !s.is_empty()) {
+                Some(s) => Ok(Some(expand(s)?)),
+                None => Err(bad(key, "must be a non-empty string".into())),
+            },
+        }
+    };
     let command = l.command.as_deref().ok_or_else(|| HostError::MissingLaunch {
         plugin: m.unique_id(),
         field: "command",
@@ -191,8 +239,7 @@ pub(super) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
             format!("must be an absolute path without ':' of at most {SOCKET_PATH_MAX} bytes"),
         ));
     }
-    Ok(RemoteSpec {
-        dest,
+    Ok(WorkerParts {
         argv,
         env,
         workdir,
