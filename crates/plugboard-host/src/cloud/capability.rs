@@ -102,7 +102,11 @@ impl CloudInstance {
 /// `instance_type`, `image`, `ssh_key_name`.
 fn apply(config: &Map<String, Value>, regions: &mut Vec<String>, request: &mut InstanceRequest) -> Result<(), String> {
     for (k, v) in config {
-        let text = || v.as_str().map(str::to_owned).ok_or(format!("config {k} must be a string"));
+        let text = || {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or(format!("config {k} must be a string"))
+        };
         match k.as_str() {
             "region" => *regions = vec![text()?],
             "regions" => {

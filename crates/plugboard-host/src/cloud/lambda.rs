@@ -100,7 +100,10 @@ fn instance(v: &Value, what: &str) -> Result<Instance, ProviderError> {
         state: normalise(&raw_state),
         raw_state,
         public_ip: s("ip").filter(|ip| !ip.is_empty()),
-        instance_type: itype.and_then(|t| t.get("name")).and_then(Value::as_str).map(str::to_owned),
+        instance_type: itype
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         gpu_type: itype
             .and_then(|t| t.get("gpu_description"))
             .and_then(Value::as_str)
@@ -352,8 +355,13 @@ mod tests {
 
     #[test]
     fn error_envelopes_give_code_message_and_suggestion() {
-        let m = message_of(&json!({"error": {"code": "global/quota-exceeded", "message": "Quota exceeded", "suggestion": "Contact support"}}));
-        assert_eq!(m.as_deref(), Some("global/quota-exceeded: Quota exceeded (Contact support)"));
+        let m = message_of(
+            &json!({"error": {"code": "global/quota-exceeded", "message": "Quota exceeded", "suggestion": "Contact support"}}),
+        );
+        assert_eq!(
+            m.as_deref(),
+            Some("global/quota-exceeded: Quota exceeded (Contact support)")
+        );
         assert_eq!(message_of(&json!({"data": 1})), None);
     }
 }

@@ -216,7 +216,10 @@ pub enum ProviderError {
 impl ProviderError {
     /// True when waiting and asking again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::RateLimited { .. } | ProviderError::Transient { .. })
+        matches!(
+            self,
+            ProviderError::RateLimited { .. } | ProviderError::Transient { .. }
+        )
     }
 
     /// How long the provider asked to wait, if it did.

@@ -118,7 +118,11 @@ pub async fn acquire(
             tried.push(format!("{region}: the provider lists no capacity"));
             continue;
         }
-        match with_retries(policy, "creating an instance", || provider.create(region, request, marker)).await {
+        match with_retries(policy, "creating an instance", || {
+            provider.create(region, request, marker)
+        })
+        .await
+        {
             Ok(instance) => {
                 return Ok(Acquired {
                     quoted_usd_per_hour: quote.map(|q| q.usd_per_hour).or(instance.usd_per_hour),
@@ -146,8 +150,14 @@ pub async fn find_marked(
     marker: &str,
     policy: &RetryPolicy,
 ) -> Result<Vec<Instance>, ProviderError> {
-    let found = with_retries(policy, "finding an instance by marker", || provider.find(region, marker)).await?;
-    Ok(found.into_iter().filter(|i| i.state != InstanceState::Terminated).collect())
+    let found = with_retries(policy, "finding an instance by marker", || {
+        provider.find(region, marker)
+    })
+    .await?;
+    Ok(found
+        .into_iter()
+        .filter(|i| i.state != InstanceState::Terminated)
+        .collect())
 }
 
 /// Polls `id` until it runs with an address, it ends, or `limit` passes.

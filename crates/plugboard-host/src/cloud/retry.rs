@@ -100,10 +100,7 @@ mod tests {
                 None
             ]
         );
-        let long = RetryPolicy {
-            max_attempts: 30,
-            ..p
-        };
+        let long = RetryPolicy { max_attempts: 30, ..p };
         assert_eq!(next_delay(&long, 25, &transient()), Some(Duration::from_secs(10)));
     }
 

@@ -501,11 +501,30 @@ impl Supervisor {
         };
         match &st.resource {
             Some(ResourceHandle::Container { id }) => m.container_id = Some(id.clone()),
-            Some(ResourceHandle::Instance { provider, region, id }) => {
-                let mut r = RemoteResource::new(provider.parse().unwrap_or(plugboard_core::CloudProvider::Custom));
+            Some(ResourceHandle::Instance {
+                provider,
+                region,
+                id: instance,
+            }) => {
+                // The backend's view (type, GPUs, address, price, raw
+                // fields) when it has one; what the handle says otherwise.
+                let seen = self
+                    .inspect(&id)
+                    .get("remote_resource")
+                    .and_then(|v| serde_json::from_value::<RemoteResource>(v.clone()).ok());
+                // Its status is the provider's (normalised, the raw one in
+                // `metadata.raw_status`), as last observed.
+                let mut r = match seen {
+                    Some(r) => r,
+                    None => {
+                        let mut r =
+                            RemoteResource::new(provider.parse().unwrap_or(plugboard_core::CloudProvider::Custom));
+                        r.status = st.state.as_str().into();
+                        r
+                    }
+                };
                 r.region = Some(region.clone());
-                r.instance_id = Some(id.clone());
-                r.status = st.state.as_str().into();
+                r.instance_id = Some(instance.clone());
                 r.endpoint_url = st.endpoint.clone();
                 m.remote_resource = Some(r);
             }

@@ -41,8 +41,8 @@ use crate::ledger::{PriceSource, ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
 use crate::ssh::Destination;
 
-pub use plan::{PROVIDERS, instance_type_for_gpu};
 use plan::{CloudSpec, plan_spec};
+pub use plan::{PROVIDERS, instance_type_for_gpu};
 
 /// How long a stop waits for the provider to confirm termination.
 const TERMINATE_LIMIT: Duration = Duration::from_secs(600);
@@ -62,7 +62,9 @@ pub struct Providers {
 impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<String> = self.built().keys().cloned().collect();
-        f.debug_struct("Providers").field("built", &names).finish_non_exhaustive()
+        f.debug_struct("Providers")
+            .field("built", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,6 +123,8 @@ struct Held {
     remote_socket: Option<String>,
     last: Mutex<Option<Instance>>,
     renew: tokio::task::JoinHandle<()>,
+    /// The connection to the instance, held while it is supervised.
+    _master: Arc<crate::ssh::Master>,
 }
 
 /// The cloud instance backend.
@@ -296,13 +300,17 @@ impl Backend for CloudBackend {
             let every = lease::renew_interval(spec.lease);
             let conns = Arc::clone(self.ssh.connections());
             let dest = dest.clone();
-            drop(master);
             tokio::spawn(async move {
                 loop {
                     let r = async {
                         let m = conns.get(&dest).await?;
-                        m.run_ok("renewing the lease", &lease::renew_script(&marker), None, Duration::from_secs(15))
-                            .await
+                        m.run_ok(
+                            "renewing the lease",
+                            &lease::renew_script(&marker),
+                            None,
+                            Duration::from_secs(15),
+                        )
+                        .await
                     }
                     .await;
                     if let Err(e) = r {
@@ -335,6 +343,7 @@ impl Backend for CloudBackend {
             remote_socket: spec.worker.remote_socket.clone(),
             last: Mutex::new(Some(running.clone())),
             renew,
+            _master: master,
         });
         self.held
             .lock()
@@ -383,16 +392,12 @@ impl Backend for CloudBackend {
                             found.extend(marked.into_iter().map(|i| (p.to_owned(), i.region, i.id)));
                         }
                     }
-                } else if let Some(s) = self
-                    .swept
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&target.marker)
-                {
+                } else if let Some(s) = self.swept.lock().unwrap_or_else(|e| e.into_inner()).get(&target.marker) {
                     found.extend(s.iter().cloned());
                 } else if target.details.is_null() && target.handle.is_none() {
                     return Err(not_gone(
-                        "no provider or region is recorded for it and no sweep found it; run `plugboard gc` to sweep".into(),
+                        "no provider or region is recorded for it and no sweep found it; run `plugboard gc` to sweep"
+                            .into(),
                     ));
                 }
             }
@@ -424,11 +429,11 @@ impl Backend for CloudBackend {
             Ok(p) => p,
             Err(e) => return Observation::Lost(e.to_string()),
         };
-        let got = match crate::cloud::retry::with_retries(&self.policy, "reading an instance", || p.get(region, id)).await
-        {
-            Ok(g) => g,
-            Err(e) => return Observation::Lost(format!("cannot read the instance: {e}")),
-        };
+        let got =
+            match crate::cloud::retry::with_retries(&self.policy, "reading an instance", || p.get(region, id)).await {
+                Ok(g) => g,
+                Err(e) => return Observation::Lost(format!("cannot read the instance: {e}")),
+            };
         let held = self.held(&target.marker);
         if let (Some(h), Some(i)) = (&held, &got) {
             *h.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(i.clone());
@@ -554,7 +559,11 @@ fn known_hosts_for(listen: &std::path::Path) -> PathBuf {
 }
 
 /// Connects to a fresh instance, retrying while its sshd comes up.
-async fn wait_ssh(ssh: &RemoteSshBackend, dest: &Destination, limit: Duration) -> Result<Arc<crate::ssh::Master>, String> {
+async fn wait_ssh(
+    ssh: &RemoteSshBackend,
+    dest: &Destination,
+    limit: Duration,
+) -> Result<Arc<crate::ssh::Master>, String> {
     let end = tokio::time::Instant::now() + limit;
     let mut every = Duration::from_millis(250);
     loop {

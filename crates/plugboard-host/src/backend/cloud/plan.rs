@@ -146,12 +146,20 @@ pub(crate) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
     if !PROVIDERS.contains(&provider.as_str()) {
         return Err(bad(
             "provider",
-            format!("{provider:?} has no cloud instance backend (one of: {})", PROVIDERS.join(", ")),
+            format!(
+                "{provider:?} has no cloud instance backend (one of: {})",
+                PROVIDERS.join(", ")
+            ),
         ));
     }
     let mut regions = Vec::new();
     if let Some(v) = l.extra.get("regions") {
-        let shape = || bad("regions", "must be a non-empty list of region names, in order of preference".into());
+        let shape = || {
+            bad(
+                "regions",
+                "must be a non-empty list of region names, in order of preference".into(),
+            )
+        };
         for r in v.as_array().ok_or_else(shape)? {
             let r = r.as_str().filter(|s| !s.is_empty()).ok_or_else(shape)?;
             regions.push(expand(r)?);
@@ -286,7 +294,10 @@ mod tests {
 
     #[test]
     fn a_full_table_plans() {
-        let s = plan(&format!("{OK}\nmax_price_per_hour = 3.5\nlease_s = 120\nssh_port = 2222")).expect("plans");
+        let s = plan(&format!(
+            "{OK}\nmax_price_per_hour = 3.5\nlease_s = 120\nssh_port = 2222"
+        ))
+        .expect("plans");
         assert_eq!(s.regions, vec!["us-west-1", "us-east-1"]);
         assert_eq!(s.request.instance_type, "gpu_1x_a10");
         assert_eq!(s.max_price, Some(3.5));
@@ -314,7 +325,10 @@ mod tests {
     #[test]
     fn bad_tables_name_the_key_before_anything_exists() {
         for (launch, key) in [
-            ("regions = [\"r\"]\ninstance_type = \"t\"\nidentity_file = \"key\"\ncommand = \"w\"", "provider"),
+            (
+                "regions = [\"r\"]\ninstance_type = \"t\"\nidentity_file = \"key\"\ncommand = \"w\"",
+                "provider",
+            ),
             (
                 "provider = \"gcp\"\nregions = [\"r\"]\ninstance_type = \"t\"\nidentity_file = \"key\"\ncommand = \"w\"",
                 "provider",
