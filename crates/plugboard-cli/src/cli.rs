@@ -170,6 +170,12 @@ pub enum Command {
         #[command(subcommand)]
         action: BudgetAction,
     },
+    /// Set, list or delete provider keys (kept 0600 in the data dir, never printed).
+    Secret {
+        /// What to do.
+        #[command(subcommand)]
+        action: SecretAction,
+    },
     /// Shell completions.
     Completions {
         /// The shell.
@@ -225,6 +231,30 @@ pub enum BudgetAction {
     Delete {
         /// `global`, `category:NAME` or a plugin id.
         scope: String,
+    },
+}
+
+/// `secret` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretAction {
+    /// Store NAME's value, read from stdin (a hidden prompt on a terminal), never from the command line.
+    Set {
+        /// The name, environment-variable style (e.g. LAMBDA_API_KEY).
+        name: String,
+        /// A value given here is refused (it would land in shell history and `ps`).
+        #[arg(hide = true)]
+        value: Vec<String>,
+    },
+    /// Every known and stored name: set or not, and where from (never a value).
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove NAME from the secret store.
+    Delete {
+        /// The name.
+        name: String,
     },
 }
 

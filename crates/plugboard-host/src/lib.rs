@@ -7,6 +7,8 @@
 //!   config, restarts, logs, the call handle — for every mode;
 //! * [`ledger`]: every resource written down (SQLite, WAL) before it exists;
 //! * [`gc`](mod@gc): a plan of what to end and why, carried out through backends;
+//! * [`secrets`]: provider keys, from the environment or a 0600 file in the
+//!   data dir, never printed;
 //! * [`ssh`]: the SSH launcher (connections, commands and forwards to
 //!   other machines) used by remote and cloud backends;
 //! * [`tree`], [`cgroup`], [`zombies`], [`logs`], [`probe`], [`endpoint`],
@@ -34,6 +36,7 @@ pub mod logs;
 pub mod manifest;
 pub mod paths;
 pub mod probe;
+pub mod secrets;
 pub mod ssh;
 pub mod supervisor;
 mod tls;

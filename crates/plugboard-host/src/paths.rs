@@ -50,6 +50,12 @@ impl DataDir {
         self.root.join("budgets.json")
     }
 
+    /// The secret store (provider keys, mode 0600; see
+    /// [`crate::secrets`]).
+    pub fn secrets_path(&self) -> PathBuf {
+        self.root.join("secrets.json")
+    }
+
     /// The logs directory.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")

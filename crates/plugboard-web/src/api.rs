@@ -311,6 +311,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/problems", get(problems))
         .route("/api/v1/cost", get(cost))
         .route("/api/v1/budgets", get(budgets))
+        .route("/api/v1/secrets", get(secrets))
         .with_state(state)
 }
 
@@ -730,4 +731,16 @@ async fn cost(State(s): State<ApiState>, ApiQuery(q): ApiQuery<CostQuery>) -> Ap
 
 async fn budgets(State(s): State<ApiState>) -> ApiResult {
     ok(s.host.budget_status()?)
+}
+
+/// Which provider keys the host sees and where from: names only, never a
+/// value (the secrets module's `statuses`).
+async fn secrets(State(s): State<ApiState>) -> ApiResult {
+    use plugboard_host::secrets::{self, SecretStore};
+    let path = s.host.config().data.secrets_path();
+    let statuses = tokio::task::spawn_blocking(move || SecretStore::open(path).map(|st| secrets::statuses(Some(&st))))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host_error", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "secrets_unreadable", e.to_string()))?;
+    ok(statuses)
 }

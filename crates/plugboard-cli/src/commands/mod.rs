@@ -5,9 +5,10 @@ mod budget;
 mod cost;
 mod local;
 mod remote;
+mod secret;
 mod serve;
 
-use crate::cli::{BudgetAction, Command, ConfigAction};
+use crate::cli::{BudgetAction, Command, ConfigAction, SecretAction};
 use crate::{CmdResult, Dirs, Failure};
 
 /// Runs one command.
@@ -51,6 +52,11 @@ pub fn run(cmd: Command, dirs: &Dirs) -> CmdResult {
             } => budget::set(dirs, &scope, max_usd, &period, max_usd_per_hour),
             BudgetAction::Show { json } => budget::show(dirs, json),
             BudgetAction::Delete { scope } => budget::delete(dirs, &scope),
+        },
+        Command::Secret { action } => match action {
+            SecretAction::Set { name, value } => secret::set(dirs, &name, &value),
+            SecretAction::List { json } => secret::list(dirs, json),
+            SecretAction::Delete { name } => secret::delete(dirs, &name),
         },
         Command::Logs { id, follow, lines } => local::logs(dirs, &id, follow, lines),
         Command::Completions { shell } => {
