@@ -527,3 +527,47 @@ fn the_lease_powers_off_an_instance_whose_host_died() {
     .unwrap();
     assert_eq!(emu.status(&id).as_deref(), Some("terminated"));
 }
+
+#[path = "../examples/cloud_gpu_plugin.rs"]
+#[allow(dead_code)]
+mod cloud_gpu_plugin;
+
+#[test]
+fn the_seeds_mock_cloud_plugin_for_real() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = LambdaEmulator::start(&tmp.path().join("emulator"), "127.0.0.1");
+    // The example reads its key from the data dir's secret store (no
+    // environment change in a test process).
+    let data = tmp.path().join("data");
+    let mut store = plugboard_host::secrets::SecretStore::open(DataDir::new(&data).secrets_path()).unwrap();
+    store.set("LAMBDA_API_KEY", &emu.key).unwrap();
+    let opts = cloud_gpu_plugin::Options::parse(
+        [
+            "--region",
+            "us-east-1",
+            "--ssh-key-name",
+            "test-key",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--endpoint",
+            &emu.url,
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    cloud_gpu_plugin::run(&opts, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let id = emu.with(|s| s.instances.keys().next().cloned()).expect("one instance");
+    let want = format!(
+        "Implements protocol: True\n\nInitial status: not_provisioned\nResource info: None\n\
+         Provisioning cloud GPU instance...\nProvisioned: gpu_4x_a100\n\nAfter provisioning:\n  Status: running\n\
+         \x20 Provider: lambda_labs\n  GPUs: 4x A100 (40 GB SXM4)\n  Cost: $4.4/hour\n\nCost estimates:\n  1 hour: $4.40\n\
+         \x20 8 hours: $35.20\nTerminating instance: {id}\n\nTermination successful: True\nFinal status: terminated\n"
+    );
+    assert_eq!(out, want);
+    assert!(emu.live().is_empty());
+    let ledger = Ledger::open(&DataDir::new(&data).ledger_path()).unwrap();
+    assert!(ledger.live().unwrap().is_empty(), "the example's row is ended");
+    assert!(!out.contains(&emu.key));
+}

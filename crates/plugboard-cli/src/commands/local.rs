@@ -485,7 +485,7 @@ pub fn gc(dirs: &Dirs, all: bool, dry_run: bool, as_json: bool) -> CmdResult {
                 grace: Duration::from_secs(2),
             },
             None,
-            &Backends::builtin(None),
+            &Backends::builtin_with_secrets(None, Some(DataDir::new(&dirs.data).secrets_path())),
         ))
         .map_err(Failure::failed)?;
     if let Some(s) = spin {

@@ -167,7 +167,7 @@ async fn run_host(dirs: &Dirs, bind: Option<SocketAddr>, token: Option<String>, 
                 ..Default::default()
             },
             None,
-            &Backends::builtin(None),
+            &Backends::builtin_with_secrets(None, Some(data.secrets_path())),
         )
         .await
         .map_err(Failure::failed)?;

@@ -121,7 +121,10 @@ pub struct LaunchContext {
 /// the handle, and whether billing starts now (providers that bill from
 /// creation).
 #[derive(Clone)]
-pub struct CreatedHook(pub Arc<dyn Fn(&ResourceHandle, bool) + Send + Sync>);
+pub struct CreatedHook(pub Arc<CreatedFn>);
+
+/// What a [`CreatedHook`] calls.
+pub type CreatedFn = dyn Fn(&ResourceHandle, bool) + Send + Sync;
 
 impl CreatedHook {
     /// Reports `handle` (see [`CreatedHook`]).
@@ -332,8 +335,15 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
-    /// The backends built into this binary, with default settings.
+    /// The backends built into this binary, with default settings; cloud
+    /// provider keys from the environment only.
     pub fn builtin(conda_tool: Option<PathBuf>) -> Backends {
+        Backends::builtin_with_secrets(conda_tool, None)
+    }
+
+    /// [`builtin`](Self::builtin), with cloud provider keys looked up in
+    /// the environment, then in the secret store file `secrets`.
+    pub fn builtin_with_secrets(conda_tool: Option<PathBuf>, secrets: Option<PathBuf>) -> Backends {
         let mut b = Backends::default();
         let process: Arc<dyn Backend> = Arc::new(process::ProcessBackend::new(conda_tool));
         b.register(process, &[ExecutionMode::Subprocess, ExecutionMode::CondaEnv]);
@@ -345,7 +355,9 @@ impl Backends {
             &[ExecutionMode::RemoteSsh],
         );
         b.register(
-            Arc::new(cloud::CloudBackend::new(Arc::new(cloud::Providers::from_env()))),
+            Arc::new(cloud::CloudBackend::new(Arc::new(
+                cloud::Providers::from_env_and_store(secrets),
+            ))),
             &[ExecutionMode::CloudVm, ExecutionMode::CloudGpu, ExecutionMode::CloudCpu],
         );
         b

@@ -25,34 +25,10 @@ use plugboard_core::CloudProvider;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// A provider's API key: shown as `***` by `Debug` and `Display`, read
-/// only through [`ApiKey::expose`] where a request is signed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
-    }
-
-    /// The key itself, for the request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+/// A provider's API key: a [`Secret`](crate::secrets::Secret), shown as
+/// `***` by `Debug` and `Display`, read only through `expose` where a
+/// request is signed.
+pub type ApiKey = crate::secrets::Secret;
 
 /// The seed's status strings for an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

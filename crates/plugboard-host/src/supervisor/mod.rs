@@ -276,7 +276,7 @@ impl Supervisor {
         let backends = cfg
             .backends
             .clone()
-            .unwrap_or_else(|| Backends::builtin(cfg.conda_tool.clone()));
+            .unwrap_or_else(|| Backends::builtin_with_secrets(cfg.conda_tool.clone(), Some(cfg.data.secrets_path())));
         let budgets = BudgetStore::new(cfg.data.budgets_path());
         let inner = Arc::new(Inner {
             cfg,

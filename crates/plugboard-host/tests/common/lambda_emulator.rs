@@ -117,15 +117,15 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn authorised(s: &S, headers: &HeaderMap) -> Result<(), Response> {
+fn authorised(s: &S, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let want = format!("Bearer {}", lock(s).key);
     match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(v) if v == want => Ok(()),
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "global/invalid-api-key",
             "API key was invalid, expired, or deleted.",
-        )),
+        ))),
     }
 }
 
@@ -179,7 +179,7 @@ fn advance(i: &mut Inst, b: &Behaviour) {
 
 async fn instance_types(State(s): State<S>, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     note(&s, "GET /instance-types".into());
     let sh = lock(&s);
@@ -206,7 +206,7 @@ async fn instance_types(State(s): State<S>, headers: HeaderMap) -> Response {
 
 async fn launch(State(s): State<S>, headers: HeaderMap, body: String) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     let Ok(req) = serde_json::from_str::<Value>(&body) else {
         return error(
@@ -349,7 +349,7 @@ fn power_down(i: &Inst) {
 
 async fn list(State(s): State<S>, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     let mut sh = lock(&s);
     sh.log.push("GET /instances".into());
@@ -370,7 +370,7 @@ async fn list(State(s): State<S>, headers: HeaderMap) -> Response {
 
 async fn get_one(State(s): State<S>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     let mut sh = lock(&s);
     sh.log.push(format!("GET /instances/{id}"));
@@ -392,7 +392,7 @@ async fn get_one(State(s): State<S>, headers: HeaderMap, UrlPath(id): UrlPath<St
 
 async fn terminate(State(s): State<S>, headers: HeaderMap, body: String) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let ids: Vec<String> = req["instance_ids"]
@@ -417,12 +417,12 @@ async fn terminate(State(s): State<S>, headers: HeaderMap, body: String) -> Resp
     }
     let mut out = Vec::new();
     for id in &ids {
-        if let Some(i) = sh.instances.get_mut(id) {
-            if i.status != "terminated" {
-                i.status = "terminating".into();
-                i.polls = 0;
-                power_down(i);
-            }
+        if let Some(i) = sh.instances.get_mut(id)
+            && i.status != "terminated"
+        {
+            i.status = "terminating".into();
+            i.polls = 0;
+            power_down(i);
         }
         if let Some(i) = sh.instances.get(id) {
             out.push(instance_json(&sh, i));

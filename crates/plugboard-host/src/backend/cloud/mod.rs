@@ -77,10 +77,21 @@ impl Providers {
         }
     }
 
-    /// Providers whose keys come from the environment only.
-    pub fn from_env() -> Providers {
-        Providers::new(Arc::new(|name: &str| {
-            std::env::var(name).ok().filter(|v| !v.is_empty()).map(ApiKey::new)
+    /// Providers whose keys come from the environment, then from the
+    /// secret store at `secrets` (`plugboard secret set NAME`), read
+    /// when a provider is first needed.
+    pub fn from_env_and_store(secrets: Option<PathBuf>) -> Providers {
+        Providers::new(Arc::new(move |name: &str| {
+            let store = secrets
+                .as_ref()
+                .and_then(|p| match crate::secrets::SecretStore::open(p) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the secret store");
+                        None
+                    }
+                });
+            crate::secrets::lookup(name, store.as_ref()).map(|(key, _)| key)
         }))
     }
 
@@ -114,6 +125,9 @@ impl Providers {
     }
 }
 
+/// Where an instance is: provider, region, id.
+type Place = (String, String, String);
+
 /// An instance this host created (or adopted) and supervises.
 struct Held {
     provider: Arc<dyn Provider>,
@@ -135,7 +149,7 @@ pub struct CloudBackend {
     held: Mutex<HashMap<String, Arc<Held>>>,
     /// What the last sweep found, by marker: where a stop with no handle
     /// and no details (a sweep's find) terminates.
-    swept: Mutex<HashMap<String, Vec<(String, String, String)>>>,
+    swept: Mutex<HashMap<String, Vec<Place>>>,
 }
 
 impl std::fmt::Debug for CloudBackend {
@@ -376,7 +390,7 @@ impl Backend for CloudBackend {
             }
         }
         // Which instances: the handle's, else whatever carries the marker.
-        let mut found: Vec<(String, String, String)> = Vec::new();
+        let mut found: Vec<Place> = Vec::new();
         match &target.handle {
             Some(ResourceHandle::Instance { provider, region, id }) => {
                 found.push((provider.clone(), region.clone(), id.clone()))
@@ -482,7 +496,7 @@ impl Backend for CloudBackend {
         }
         places.sort();
         places.dedup();
-        let mut found: BTreeMap<i64, Vec<(String, String, String)>> = BTreeMap::new();
+        let mut found: BTreeMap<i64, Vec<Place>> = BTreeMap::new();
         let mut failures = Vec::new();
         for (pname, region) in &places {
             let listed = match self.providers.get(pname) {
