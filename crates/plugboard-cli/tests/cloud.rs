@@ -249,6 +249,12 @@ fn a_cloud_plugin_through_the_cli_never_shows_its_key() {
         assert!(answer.starts_with("HTTP/1.1 200"), "GET {path}: {answer}");
         outputs.push((format!("GET {path}"), answer));
     }
+    let cost = http_get(&addr, "/cost");
+    let keys = cost.split("id=\"provider-keys\"").nth(1).unwrap_or_default();
+    assert!(
+        keys.contains("LAMBDA_API_KEY") && keys.contains("secret store"),
+        "the cost page lists the key as set: {keys}"
+    );
     let page = http_get(&addr, "/plugins/gpu_slow_job");
     assert!(page.contains("lambda_labs"), "the page shows the instance's provider");
     run(&["stop", "gpu_slow_job"], None, &mut outputs);

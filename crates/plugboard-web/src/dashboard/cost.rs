@@ -105,8 +105,34 @@ fn lines_table(title: &str, lines: &[CostLine], hours: f64) -> Markup {
     }
 }
 
+/// Which provider keys are set and where from: names only, never values.
+pub fn keys_table(keys: &[plugboard_host::secrets::SecretStatus]) -> Markup {
+    html! {
+        table.keys id="provider-keys" {
+            thead { tr { th { "key" } th { "for" } th { "status" } th { "from" } } }
+            tbody {
+                @for k in keys {
+                    tr data-set=(k.set) {
+                        td { code { (k.name) } }
+                        td { (k.purpose.unwrap_or("")) }
+                        td { @if k.set { "set" } @else { span.muted { "not set" } } }
+                        td { @if let Some(src) = &k.source { (src.to_string()) } @else { "-" } }
+                    }
+                }
+            }
+        }
+        p.muted { "Set one with " code { "plugboard secret set NAME" } " (the value is read from stdin, never shown)." }
+    }
+}
+
 /// The whole page body.
-pub fn page(report: &CostReport, budgets: &[Status], series: &[(String, Vec<f64>)], error: Option<&str>) -> Markup {
+pub fn page(
+    report: &CostReport,
+    budgets: &[Status],
+    series: &[(String, Vec<f64>)],
+    keys: &[plugboard_host::secrets::SecretStatus],
+    error: Option<&str>,
+) -> Markup {
     html! {
         h1 { "Cost" }
         @if let Some(e) = error { p.error { (e) } }
@@ -127,6 +153,8 @@ pub fn page(report: &CostReport, budgets: &[Status], series: &[(String, Vec<f64>
         (lines_table("plugin", &report.plugins, report.hours))
         (lines_table("provider", &report.providers, report.hours))
         (lines_table("category", &report.categories, report.hours))
+        h2 { "Provider keys" }
+        (keys_table(keys))
     }
 }
 

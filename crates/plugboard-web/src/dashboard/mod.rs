@@ -492,8 +492,19 @@ async fn cost_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     let report = report.unwrap_or_else(|_| plugboard_host::cost::report(&[], None, now, 1.0));
     let budgets = budgets.unwrap_or_default();
     let series = series.unwrap_or_default();
+    let secrets_path = s.host.config().data.secrets_path();
+    let (keys, keys_error) = match tokio::task::spawn_blocking(move || {
+        plugboard_host::secrets::SecretStore::open(secrets_path).map(|st| plugboard_host::secrets::statuses(Some(&st)))
+    })
+    .await
+    {
+        Ok(Ok(k)) => (k, None),
+        Ok(Err(e)) => (plugboard_host::secrets::statuses(None), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let error = error.or(keys_error);
     page(&headers, "Cost", "cost", |_| {
-        cost::page(&report, &budgets, &series, error.as_deref())
+        cost::page(&report, &budgets, &series, &keys, error.as_deref())
     })
 }
 
