@@ -57,7 +57,10 @@ fn manifest(dir: &Path, name: &str, launch: &str) -> Arc<Manifest> {
 }
 
 fn user() -> String {
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into())
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "root".into())
 }
 
 fn main() {
@@ -79,10 +82,7 @@ fn main() {
     let providers = Arc::new(Providers::new(Arc::new(|_: &str| None)));
     providers.insert(Arc::new(emu.client()));
     let mut backends = Backends::builtin(None);
-    backends.register(
-        Arc::new(CloudBackend::new(providers)),
-        &[ExecutionMode::CloudGpu],
-    );
+    backends.register(Arc::new(CloudBackend::new(providers)), &[ExecutionMode::CloudGpu]);
     let mut cfg = SupervisorConfig::new(DataDir::new(tmp.path().join("data")));
     cfg.backends = Some(backends);
     let sup = rt
@@ -98,6 +98,7 @@ fn main() {
         ssh_key_name: Some("test-key".into()),
         user_data: None,
         tags: vec![],
+        ..Default::default()
     };
     let regions = vec!["us-west-1".to_string()];
     let mut create_running = Vec::new();
@@ -140,7 +141,11 @@ fn main() {
     let (mut cloud_start, mut cloud_call) = support::start_call_stop(&rt, &sup, cloud, ROUNDS, 200);
 
     let reference = pct(&mut create_running, 0.5);
-    report("reference: provider create→running (emulator)", &mut create_running, None);
+    report(
+        "reference: provider create→running (emulator)",
+        &mut create_running,
+        None,
+    );
     report(
         "reference: the same worker over SSH (remote_ssh)",
         &mut remote_start,
