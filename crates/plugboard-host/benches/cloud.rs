@@ -98,6 +98,7 @@ fn main() {
         ssh_key_name: Some("test-key".into()),
         user_data: None,
         tags: vec![],
+        ..Default::default()
     };
     let regions = vec!["us-west-1".to_string()];
     let mut create_running = Vec::new();

@@ -101,6 +101,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<(), Box<dyn std::error
             ssh_key_name: Some(opts.ssh_key_name.clone()),
             user_data: None,
             tags: vec![],
+            ..Default::default()
         },
         marker,
     )?;

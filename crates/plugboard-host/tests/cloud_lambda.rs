@@ -351,6 +351,7 @@ fn a_retry_adopts_the_instance_its_marker_names() {
         ssh_key_name: Some("test-key".into()),
         user_data: None,
         tags: vec![],
+        ..Default::default()
     };
     let regions = vec!["us-west-1".to_string()];
     let rt = host_runtime();

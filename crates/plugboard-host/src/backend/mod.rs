@@ -13,7 +13,7 @@
 //! | external | [`external`] | none (not owned) | never ended by plugboard |
 //! | docker | `docker` (feature `docker`) | container labels | removed (404) |
 //! | remote_ssh | [`remote_ssh`] | `PLUGBOARD_RESOURCE_ID` env var on the remote machine | no remote process carries the marker |
-//! | cloud_vm, cloud_gpu, cloud_cpu | [`cloud`] | EC2 tag / Lambda instance name | the provider says `terminated` or not found |
+//! | cloud_vm, cloud_gpu, cloud_cpu, cloud_container | [`cloud`] | EC2 tag / Lambda instance name / RunPod pod name / Vast.ai label | the provider says `terminated` or not found |
 
 pub mod cloud;
 #[cfg(feature = "docker")]
@@ -358,7 +358,12 @@ impl Backends {
             Arc::new(cloud::CloudBackend::new(Arc::new(
                 cloud::Providers::from_env_and_store(secrets),
             ))),
-            &[ExecutionMode::CloudVm, ExecutionMode::CloudGpu, ExecutionMode::CloudCpu],
+            &[
+                ExecutionMode::CloudVm,
+                ExecutionMode::CloudGpu,
+                ExecutionMode::CloudCpu,
+                ExecutionMode::CloudContainer,
+            ],
         );
         b
     }

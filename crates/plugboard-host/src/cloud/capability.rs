@@ -226,6 +226,7 @@ mod tests {
             ssh_key_name: None,
             user_data: None,
             tags: vec![],
+            ..Default::default()
         };
         let mut c = Map::new();
         c.insert("regions".into(), serde_json::json!(["x", "y"]));

@@ -100,6 +100,7 @@ fn instance(v: &Value, what: &str) -> Result<Instance, ProviderError> {
         state: normalise(&raw_state),
         raw_state,
         public_ip: s("ip").filter(|ip| !ip.is_empty()),
+        ssh_port: None,
         instance_type: itype
             .and_then(|t| t.get("name"))
             .and_then(Value::as_str)
@@ -249,6 +250,7 @@ impl Provider for Lambda {
                 state: InstanceState::Provisioning,
                 raw_state: "booting".into(),
                 public_ip: None,
+                ssh_port: None,
                 instance_type: Some(request.instance_type.clone()),
                 gpu_type: None,
                 gpu_count: 0,

@@ -17,6 +17,8 @@ pub mod lambda;
 pub mod lease;
 pub mod provision;
 pub mod retry;
+pub mod runpod;
+pub mod vast;
 
 use std::time::Duration;
 
@@ -75,7 +77,7 @@ impl std::fmt::Display for InstanceState {
 }
 
 /// What to create: read from the manifest's `[launch]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InstanceRequest {
     /// The provider's instance type (`g5.xlarge`, `gpu_1x_a100`).
     pub instance_type: String,
@@ -87,6 +89,20 @@ pub struct InstanceRequest {
     pub user_data: Option<String>,
     /// Tags to add beside the marker.
     pub tags: Vec<(String, String)>,
+    /// The GPU model, for providers that rent by GPU (RunPod's GPU type
+    /// id, Vast.ai's `gpu_name`).
+    pub gpu_type: Option<String>,
+    /// How many GPUs (0: the provider's default, one).
+    pub gpu_count: u32,
+    /// Disk in GB, for container providers (RunPod's container disk,
+    /// Vast.ai's `disk`).
+    pub disk_gb: Option<u32>,
+    /// RunPod's cloud: `SECURE` or `COMMUNITY`.
+    pub cloud_type: Option<String>,
+    /// The least host reliability (0 to 1) of a Vast.ai offer.
+    pub min_reliability: Option<f64>,
+    /// The most USD per hour an offer may ask (Vast.ai's offer search).
+    pub max_price: Option<f64>,
 }
 
 /// A price quoted by the provider for an instance type in a region.
@@ -111,6 +127,9 @@ pub struct Instance {
     pub raw_state: String,
     /// The address to reach it over SSH, once it has one.
     pub public_ip: Option<String>,
+    /// The port its SSH is published on, when the provider maps it
+    /// (container providers); `None` for the manifest's `ssh_port`.
+    pub ssh_port: Option<u16>,
     /// The instance type.
     pub instance_type: Option<String>,
     /// GPU model, when the provider says.

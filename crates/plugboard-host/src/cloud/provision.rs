@@ -236,7 +236,8 @@ pub async fn terminate_confirmed(
     }
 }
 
-/// The seed's `RemoteResource` for an instance.
+/// The seed's `RemoteResource` for an instance; its SSH port is the one
+/// the provider mapped, else `ssh_port`.
 pub fn remote_resource(provider: &dyn Provider, i: &Instance, ssh_port: u16, price: Option<f64>) -> RemoteResource {
     let mut r = RemoteResource::new(provider.cloud_provider());
     r.region = Some(i.region.clone());
@@ -246,7 +247,7 @@ pub fn remote_resource(provider: &dyn Provider, i: &Instance, ssh_port: u16, pri
     r.gpu_type = i.gpu_type.clone();
     r.status = i.state.as_str().into();
     r.ssh_host = i.public_ip.clone();
-    r.ssh_port = ssh_port;
+    r.ssh_port = i.ssh_port.unwrap_or(ssh_port);
     r.estimated_cost_per_hour = price.or(i.usd_per_hour);
     r.metadata = i.raw.clone();
     r.metadata.insert("raw_status".into(), Value::from(i.raw_state.clone()));

@@ -1,5 +1,7 @@
-//! The cloud instance backend (cloud_vm, cloud_gpu, cloud_cpu): an
-//! instance rented from a [`Provider`], a worker started on it over SSH.
+//! The cloud instance backend (cloud_vm, cloud_gpu, cloud_cpu, and
+//! cloud_container on RunPod pods and Vast.ai instances): an instance
+//! rented from a [`Provider`], a worker started on it over SSH (on the
+//! port the provider mapped, for containers).
 //!
 //! Nothing outlives its owner:
 //! * the ledger row exists before the create; the instance carries the
@@ -35,7 +37,7 @@ use super::remote_ssh::{RemoteSpec, RemoteSshBackend};
 use super::{Backend, BackendError, LaunchContext, Launched, Marked, Observation, Plan, Stopped, Target};
 use crate::cloud::provision::{self, AcquireError};
 use crate::cloud::retry::RetryPolicy;
-use crate::cloud::{ApiKey, Instance, InstanceState, Provider, ProviderError, lambda, lease, marker_row};
+use crate::cloud::{ApiKey, Instance, InstanceState, Provider, ProviderError, lambda, lease, marker_row, runpod, vast};
 use crate::error::HostError;
 use crate::ledger::{PriceSource, ResourceHandle, ResourceKind};
 use crate::manifest::Manifest;
@@ -111,6 +113,8 @@ impl Providers {
         }
         let p: Arc<dyn Provider> = match name {
             lambda::NAME => Arc::new(lambda::Lambda::from_env((self.keys)(lambda::KEY_ENV))?),
+            runpod::NAME => Arc::new(runpod::RunPod::from_env((self.keys)(runpod::KEY_ENV))?),
+            vast::NAME => Arc::new(vast::Vast::from_env((self.keys)(vast::KEY_ENV))?),
             #[cfg(feature = "ec2")]
             crate::cloud::ec2::NAME => Arc::new(crate::cloud::ec2::Ec2::from_env()?),
             other => {
@@ -294,7 +298,8 @@ impl Backend for CloudBackend {
             .ok_or_else(|| launch_err(plugin, &spec.provider, "the running instance has no address"))?;
         let mut dest = Destination::new(ip);
         dest.user = Some(spec.ssh_user.clone());
-        dest.port = Some(spec.ssh_port);
+        // Container providers publish SSH on a port of their choosing.
+        dest.port = Some(running.ssh_port.unwrap_or(spec.ssh_port));
         dest.identity_file = Some(spec.identity_file.clone());
         dest.known_hosts = Some(known_hosts_for(&ctx.listen));
         dest.accept_new_host_key = true;

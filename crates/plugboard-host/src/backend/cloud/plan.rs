@@ -1,4 +1,5 @@
-//! The cloud `[launch]` table (cloud_vm, cloud_gpu, cloud_cpu), checked
+//! The cloud `[launch]` table (cloud_vm, cloud_gpu, cloud_cpu,
+//! cloud_container), checked
 //! before anything is created: the provider and where, what to rent, the
 //! price cap, how to reach it over SSH, the worker, the lease.
 
@@ -16,10 +17,14 @@ use crate::manifest::Manifest;
 
 const KEYS: &str = "provider, regions, region, instance_type, gpu_type, gpu_count, image, ssh_key_name, \
                     max_price_per_hour, ssh_user, ssh_port, identity_file, connect_timeout_s, alive_interval_s, \
-                    lease_s, max_lifetime_s, workdir, upload, remote_socket";
+                    lease_s, max_lifetime_s, workdir, upload, remote_socket, disk_gb, cloud_type, min_reliability";
 
 /// The providers with a cloud instance backend.
-pub const PROVIDERS: &[&str] = &["aws", "lambda_labs"];
+pub const PROVIDERS: &[&str] = &["aws", "lambda_labs", "runpod", "vast_ai"];
+
+/// The providers that rent containers by GPU model: no instance type, an
+/// image required, any region by default.
+const CONTAINER_PROVIDERS: &[&str] = &["runpod", "vast_ai"];
 
 /// A checked cloud launch.
 pub(crate) struct CloudSpec {
@@ -46,6 +51,8 @@ impl CloudSpec {
             "provider": self.provider,
             "regions": self.regions,
             "instance_type": self.request.instance_type,
+            "gpu_type": self.request.gpu_type,
+            "gpu_count": self.request.gpu_count,
             "image": self.request.image,
             "ssh_user": self.ssh_user,
             "ssh_port": self.ssh_port,
@@ -174,8 +181,13 @@ pub(crate) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
         }
         regions.push(r);
     }
+    let container = CONTAINER_PROVIDERS.contains(&provider.as_str());
     if regions.is_empty() {
-        return Err(missing("regions"));
+        if !container {
+            return Err(missing("regions"));
+        }
+        // RunPod and Vast.ai place a pod wherever the GPU is.
+        regions.push("any".into());
     }
     for r in &regions {
         if !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -194,6 +206,9 @@ pub(crate) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
     let gpu_type = string("gpu_type")?;
     let instance_type = match (string("instance_type")?, &gpu_type) {
         (Some(t), _) => t,
+        // RunPod and Vast.ai rent by GPU model: the model is the type.
+        (None, Some(g)) if container => g.clone(),
+        (None, None) if container => return Err(missing("gpu_type")),
         (None, Some(g)) => instance_type_for_gpu(&provider, g, gpu_count.unwrap_or(1)).ok_or_else(|| {
             bad(
                 "gpu_type",
@@ -222,7 +237,54 @@ pub(crate) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
             format!("the manifest's estimated_cost_per_hour ({est}) is above max_price_per_hour ({max})"),
         ));
     }
-    let ssh_user = string("ssh_user")?.unwrap_or_else(|| "ubuntu".into());
+    let disk_gb = match l.extra.get("disk_gb") {
+        None => None,
+        Some(v) => Some(
+            v.as_integer()
+                .and_then(|c| u32::try_from(c).ok())
+                .filter(|c| (1..=100_000).contains(c))
+                .ok_or_else(|| bad("disk_gb", "must be a whole number of GB from 1 to 100000".into()))?,
+        ),
+    };
+    let cloud_type = match string("cloud_type")? {
+        None => None,
+        Some(c) => {
+            if provider != "runpod" {
+                return Err(bad(
+                    "cloud_type",
+                    format!("is a RunPod key; {provider} has no cloud types"),
+                ));
+            }
+            let up = c.to_ascii_uppercase();
+            if up != "SECURE" && up != "COMMUNITY" {
+                return Err(bad("cloud_type", format!("{c:?} is neither SECURE nor COMMUNITY")));
+            }
+            Some(up)
+        }
+    };
+    let min_reliability = match l.extra.get("min_reliability") {
+        None => None,
+        Some(v) => {
+            let r = v
+                .as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| bad("min_reliability", "must be a number from 0 to 1".into()))?;
+            if provider != "vast_ai" {
+                return Err(bad(
+                    "min_reliability",
+                    format!("is a Vast.ai key; {provider} publishes no host reliability"),
+                ));
+            }
+            Some(r)
+        }
+    };
+    let image = string("image")?;
+    if container && image.is_none() {
+        return Err(missing("image"));
+    }
+    let default_user = if container { "root" } else { "ubuntu" };
+    let ssh_user = string("ssh_user")?.unwrap_or_else(|| default_user.into());
     if ssh_user.starts_with('-') || ssh_user.contains(char::is_whitespace) {
         return Err(bad("ssh_user", format!("{ssh_user:?} is not a login name")));
     }
@@ -248,10 +310,16 @@ pub(crate) fn plan_spec(m: &Manifest, vars: &BTreeMap<String, String>) -> Result
     Ok(CloudSpec {
         request: InstanceRequest {
             instance_type,
-            image: string("image")?,
+            image,
             ssh_key_name: string("ssh_key_name")?,
             user_data: None,
             tags: vec![("plugboard:plugin".into(), m.unique_id())],
+            gpu_type,
+            gpu_count: gpu_count.unwrap_or(1),
+            disk_gb,
+            cloud_type,
+            min_reliability,
+            max_price,
         },
         provider,
         regions,
@@ -320,6 +388,48 @@ mod tests {
         assert_eq!(s.request.instance_type, "gpu_8x_a100");
         assert_eq!(instance_type_for_gpu("aws", "A10G", 1).as_deref(), Some("g5.xlarge"));
         assert_eq!(instance_type_for_gpu("aws", "A10G", 3), None);
+    }
+
+    #[test]
+    fn container_providers_rent_by_gpu_model() {
+        let s = plan(
+            "provider = \"runpod\"\ngpu_type = \"NVIDIA RTX A4000\"\ngpu_count = 2\nimage = \"runpod/base\"\n\
+             cloud_type = \"community\"\ndisk_gb = 30\nidentity_file = \"key\"\ncommand = \"w\"",
+        )
+        .expect("plans");
+        assert_eq!(s.regions, vec!["any"]);
+        assert_eq!(s.request.instance_type, "NVIDIA RTX A4000");
+        assert_eq!(s.request.gpu_type.as_deref(), Some("NVIDIA RTX A4000"));
+        assert_eq!(s.request.gpu_count, 2);
+        assert_eq!(s.request.cloud_type.as_deref(), Some("COMMUNITY"));
+        assert_eq!(s.request.disk_gb, Some(30));
+        assert_eq!(s.ssh_user, "root");
+        let v = plan(
+            "provider = \"vast_ai\"\ngpu_type = \"RTX 4090\"\nimage = \"x\"\nmin_reliability = 0.98\n\
+             max_price_per_hour = 2.5\nidentity_file = \"key\"\ncommand = \"w\"",
+        )
+        .expect("plans");
+        assert_eq!(v.request.min_reliability, Some(0.98));
+        assert_eq!(v.request.max_price, Some(2.5));
+        const POD: &str =
+            "provider = \"runpod\"\ngpu_type = \"A\"\nimage = \"i\"\nidentity_file = \"key\"\ncommand = \"w\"";
+        for (launch, key) in [
+            (format!("{POD}\ncloud_type = \"cheap\""), "cloud_type"),
+            (format!("{POD}\ndisk_gb = 0"), "disk_gb"),
+            (format!("{POD}\nmin_reliability = 0.9"), "min_reliability"),
+            (POD.replace("image = \"i\"\n", ""), "image"),
+            (POD.replace("gpu_type = \"A\"\n", ""), "gpu_type"),
+            (
+                "provider = \"vast_ai\"\ngpu_type = \"A\"\nimage = \"i\"\nmin_reliability = 2\nidentity_file = \"key\"\ncommand = \"w\"".into(),
+                "min_reliability",
+            ),
+            (format!("{OK}\ncloud_type = \"SECURE\""), "cloud_type"),
+        ] {
+            match plan(&launch) {
+                Ok(_) => panic!("planned: {launch}"),
+                Err(e) => assert!(e.contains(key), "{launch}: {e}"),
+            }
+        }
     }
 
     #[test]
