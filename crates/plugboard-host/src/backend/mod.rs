@@ -21,6 +21,7 @@ pub mod docker;
 pub mod external;
 pub mod process;
 pub mod remote_ssh;
+pub mod serverless;
 #[cfg(feature = "test-backend")]
 pub mod testing;
 
@@ -115,6 +116,29 @@ pub struct LaunchContext {
     /// (before it is ready), so the ledger holds its handle through the
     /// rest of the launch.
     pub created: Option<CreatedHook>,
+    /// Records a per-call charge in the ledger (a serverless job's cost).
+    pub charge: Option<ChargeHook>,
+}
+
+/// Records a charge against the resource being launched: USD and what it
+/// was for.
+#[derive(Clone)]
+pub struct ChargeHook(pub Arc<ChargeFn>);
+
+/// What a [`ChargeHook`] calls.
+pub type ChargeFn = dyn Fn(f64, &str) + Send + Sync;
+
+impl ChargeHook {
+    /// Records `usd` for `what`.
+    pub fn charge(&self, usd: f64, what: &str) {
+        (self.0)(usd, what)
+    }
+}
+
+impl std::fmt::Debug for ChargeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChargeHook")
+    }
 }
 
 /// Called by a backend when its resource exists, before the launch ends:
@@ -356,7 +380,7 @@ impl Backends {
         );
         b.register(
             Arc::new(cloud::CloudBackend::new(Arc::new(
-                cloud::Providers::from_env_and_store(secrets),
+                cloud::Providers::from_env_and_store(secrets.clone()),
             ))),
             &[
                 ExecutionMode::CloudVm,
@@ -364,6 +388,10 @@ impl Backends {
                 ExecutionMode::CloudCpu,
                 ExecutionMode::CloudContainer,
             ],
+        );
+        b.register(
+            Arc::new(serverless::ServerlessBackend::new(cloud::key_lookup(secrets))),
+            &[ExecutionMode::CloudServerless],
         );
         b
     }

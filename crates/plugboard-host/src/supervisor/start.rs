@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::output::pump;
 use super::ready::wait_ready;
 use super::{Inner, Live, RunState, Slot, WorkerStatus, apply_config, governor, lock, monitor};
-use crate::backend::{CreatedHook, LaunchContext, Target};
+use crate::backend::{ChargeHook, CreatedHook, LaunchContext, Target};
 use crate::client::WorkerClient;
 use crate::error::HostError;
 use crate::handle::PluginHandle;
@@ -99,6 +99,18 @@ fn created_hook(inner: &Arc<Inner>, rid: i64) -> CreatedHook {
     }))
 }
 
+/// Records per-call charges (serverless jobs) against the resource.
+fn charge_hook(inner: &Arc<Inner>, rid: i64, plugin: &str) -> ChargeHook {
+    let weak = Arc::downgrade(inner);
+    let plugin = plugin.to_owned();
+    ChargeHook(Arc::new(move |usd: f64, what: &str| {
+        let Some(inner) = weak.upgrade() else { return };
+        if let Err(e) = lock(&inner.ledger).add_charge(Some(rid), &plugin, usd, what) {
+            tracing::error!(resource = rid, error = %e, "cannot record a charge");
+        }
+    }))
+}
+
 fn new_token() -> String {
     let mut bytes = [0u8; 24];
     if getrandom::fill(&mut bytes).is_err() {
@@ -177,6 +189,7 @@ async fn attempt(
         listen: listen.clone(),
         token: new_token(),
         created: Some(created_hook(inner, rid)),
+        charge: Some(charge_hook(inner, rid, &id)),
     };
     let provision_limit = Duration::from_secs_f64(m.provision_timeout_s);
     if backend.provisions() {

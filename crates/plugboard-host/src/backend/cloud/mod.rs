@@ -53,6 +53,24 @@ const TERMINATE_LIMIT: Duration = Duration::from_secs(600);
 /// then the secret store.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<ApiKey> + Send + Sync>;
 
+/// Keys from the environment, then from the secret store file `secrets`
+/// (read each time a key is looked up, so `plugboard secret set` applies
+/// without a restart).
+pub fn key_lookup(secrets: Option<PathBuf>) -> KeyLookup {
+    Arc::new(move |name: &str| {
+        let store = secrets
+            .as_ref()
+            .and_then(|p| match crate::secrets::SecretStore::open(p) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the secret store");
+                    None
+                }
+            });
+        crate::secrets::lookup(name, store.as_ref()).map(|(key, _)| key)
+    })
+}
+
 /// The providers the backend can reach, built on first use from their
 /// keys (so a host with no cloud key starts fine and says what is missing
 /// only when a cloud plugin starts).
@@ -83,18 +101,7 @@ impl Providers {
     /// secret store at `secrets` (`plugboard secret set NAME`), read
     /// when a provider is first needed.
     pub fn from_env_and_store(secrets: Option<PathBuf>) -> Providers {
-        Providers::new(Arc::new(move |name: &str| {
-            let store = secrets
-                .as_ref()
-                .and_then(|p| match crate::secrets::SecretStore::open(p) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the secret store");
-                        None
-                    }
-                });
-            crate::secrets::lookup(name, store.as_ref()).map(|(key, _)| key)
-        }))
+        Providers::new(key_lookup(secrets))
     }
 
     /// Uses `provider` for its name (tests, private endpoints).
