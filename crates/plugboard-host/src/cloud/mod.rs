@@ -12,6 +12,8 @@
 //! decisions on those live in [`retry`], as pure functions.
 
 pub mod capability;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 pub mod http;
 pub mod lambda;
 pub mod lease;
