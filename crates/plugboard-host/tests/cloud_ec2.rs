@@ -681,21 +681,15 @@ async fn from_env_uses_the_sdks_endpoint_variable_and_credential_chain() {
     // secret store's place), or nowhere.
     let run = |keys: &str, marker: &str| {
         let mut c = Command::new(std::env::current_exe().expect("this test binary"));
-        c.args([
-            "--exact",
-            "from_env_child",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{ami} {marker} {keys}"))
-        .env("AWS_ENDPOINT_URL_EC2", &moto.url)
-        // No profile, no shared files, no instance metadata: only what
-        // is given here.
-        .env("AWS_CONFIG_FILE", nowhere.path().join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", nowhere.path().join("credentials"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("HOME", nowhere.path());
+        c.args(["--exact", "from_env_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, format!("{ami} {marker} {keys}"))
+            .env("AWS_ENDPOINT_URL_EC2", &moto.url)
+            // No profile, no shared files, no instance metadata: only what
+            // is given here.
+            .env("AWS_CONFIG_FILE", nowhere.path().join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", nowhere.path().join("credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("HOME", nowhere.path());
         for k in [
             "AWS_ENDPOINT_URL",
             "AWS_PROFILE",
@@ -762,7 +756,6 @@ async fn from_env_uses_the_sdks_endpoint_variable_and_credential_chain() {
 /// Run by [`from_env_uses_the_sdks_endpoint_variable_and_credential_chain`]
 /// in a process of its own; does nothing otherwise.
 #[tokio::test]
-#[ignore = "run as a child process by from_env_uses_the_sdks_endpoint_variable_and_credential_chain"]
 async fn from_env_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
     let parts: Vec<&str> = spec.split(' ').collect();

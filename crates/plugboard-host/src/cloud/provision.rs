@@ -197,6 +197,9 @@ pub async fn wait_running(
     }
 }
 
+/// How many consecutive "not found" reads make an instance gone.
+const NOT_FOUND_READS: u32 = 3;
+
 /// Asks for termination and waits until the provider confirms it (the
 /// instance reads `terminated` or no longer exists), asking again while it
 /// does not; `Ok(false)` when there was nothing to terminate.
@@ -210,12 +213,29 @@ pub async fn terminate_confirmed(
     let end = Instant::now() + limit;
     let mut every = Duration::from_millis(200);
     let mut asked = false;
+    let mut unknown = 0;
     loop {
         let got = with_retries(policy, "reading an instance", || provider.get(region, id)).await?;
         let state = match &got {
-            None => return Ok(asked),
+            // Providers read eventually: an instance created a moment ago
+            // may not be listed yet. "Not found" is trusted once termination
+            // was asked for and it stays not found over a few reads.
+            None if unknown >= NOT_FOUND_READS => return Ok(asked),
+            None => {
+                unknown += 1;
+                if !asked {
+                    with_retries(policy, "terminating an instance", || provider.terminate(region, id)).await?;
+                    asked = true;
+                }
+                tokio::time::sleep(every).await;
+                every = (every * 2).min(Duration::from_secs(5));
+                continue;
+            }
             Some(i) if i.state == InstanceState::Terminated => return Ok(asked),
-            Some(i) => i.state,
+            Some(i) => {
+                unknown = 0;
+                i.state
+            }
         };
         if state != InstanceState::Stopping || !asked {
             with_retries(policy, "terminating an instance", || provider.terminate(region, id)).await?;

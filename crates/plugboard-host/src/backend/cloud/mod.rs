@@ -123,7 +123,7 @@ impl Providers {
             runpod::NAME => Arc::new(runpod::RunPod::from_env((self.keys)(runpod::KEY_ENV))?),
             vast::NAME => Arc::new(vast::Vast::from_env((self.keys)(vast::KEY_ENV))?),
             #[cfg(feature = "ec2")]
-            crate::cloud::ec2::NAME => Arc::new(crate::cloud::ec2::Ec2::from_env()?),
+            crate::cloud::ec2::NAME => Arc::new(crate::cloud::ec2::Ec2::from_env_or_keys(|n| (self.keys)(n))?),
             other => {
                 return Err(ProviderError::NoCredentials {
                     provider: "cloud",
