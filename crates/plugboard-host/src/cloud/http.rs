@@ -58,6 +58,29 @@ impl RestApi {
         })
     }
 
+    /// A client configured the way every REST provider is: `key` (or the
+    /// environment variable `key_env`), the base URL from `url_env` when
+    /// set (else `default_url`); a missing key says where to put one.
+    pub fn configured(
+        provider: &'static str,
+        key: Option<ApiKey>,
+        key_env: &str,
+        url_env: &str,
+        default_url: &str,
+    ) -> Result<RestApi, ProviderError> {
+        let key = key
+            .or_else(|| std::env::var(key_env).ok().filter(|k| !k.is_empty()).map(ApiKey::new))
+            .ok_or_else(|| ProviderError::NoCredentials {
+                provider,
+                hint: format!("set {key_env} in the environment or with `plugboard secret set {key_env}`"),
+            })?;
+        let base = std::env::var(url_env)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| default_url.to_owned());
+        RestApi::new(provider, &base, key)
+    }
+
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base

@@ -127,14 +127,9 @@ impl Lambda {
     /// A client from the environment: `LAMBDA_API_KEY` (or the given key),
     /// `PLUGBOARD_LAMBDA_API_URL` or the public API.
     pub fn from_env(key: Option<ApiKey>) -> Result<Lambda, ProviderError> {
-        let key = key
-            .or_else(|| std::env::var(KEY_ENV).ok().filter(|k| !k.is_empty()).map(ApiKey::new))
-            .ok_or_else(|| ProviderError::NoCredentials {
-                provider: NAME,
-                hint: format!("set {KEY_ENV} in the environment or with `plugboard secret set {KEY_ENV}`"),
-            })?;
-        let base = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        Lambda::new(&base, key)
+        Ok(Lambda {
+            api: RestApi::configured(NAME, key, KEY_ENV, URL_ENV, DEFAULT_URL)?,
+        })
     }
 
     async fn list_all(&self) -> Result<Vec<Instance>, ProviderError> {

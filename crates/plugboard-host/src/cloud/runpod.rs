@@ -198,14 +198,9 @@ impl RunPod {
     /// A client from the environment: `RUNPOD_API_KEY` (or the given key),
     /// `PLUGBOARD_RUNPOD_API_URL` or the public API.
     pub fn from_env(key: Option<ApiKey>) -> Result<RunPod, ProviderError> {
-        let key = key
-            .or_else(|| std::env::var(KEY_ENV).ok().filter(|k| !k.is_empty()).map(ApiKey::new))
-            .ok_or_else(|| ProviderError::NoCredentials {
-                provider: NAME,
-                hint: format!("set {KEY_ENV} in the environment or with `plugboard secret set {KEY_ENV}`"),
-            })?;
-        let base = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        RunPod::new(&base, key)
+        Ok(RunPod {
+            api: RestApi::configured(NAME, key, KEY_ENV, URL_ENV, DEFAULT_URL)?,
+        })
     }
 
     async fn list(&self, query: &str) -> Result<Vec<Instance>, ProviderError> {

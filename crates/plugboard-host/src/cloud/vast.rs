@@ -276,14 +276,9 @@ impl Vast {
     /// A client from the environment: `VAST_API_KEY` (or the given key),
     /// `PLUGBOARD_VAST_API_URL` or the public API.
     pub fn from_env(key: Option<ApiKey>) -> Result<Vast, ProviderError> {
-        let key = key
-            .or_else(|| std::env::var(KEY_ENV).ok().filter(|k| !k.is_empty()).map(ApiKey::new))
-            .ok_or_else(|| ProviderError::NoCredentials {
-                provider: NAME,
-                hint: format!("set {KEY_ENV} in the environment or with `plugboard secret set {KEY_ENV}`"),
-            })?;
-        let base = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        Vast::new(&base, key)
+        Ok(Vast {
+            api: RestApi::configured(NAME, key, KEY_ENV, URL_ENV, DEFAULT_URL)?,
+        })
     }
 
     /// The offers matching `request` in `region`, cheapest first.
