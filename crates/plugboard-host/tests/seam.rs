@@ -215,11 +215,11 @@ async fn a_mode_without_a_backend_says_which_mode_and_what_is_missing() {
     let sup = supervisor(&tmp.path().join("data"));
     let m = manifest_in(
         tmp.path(),
-        "gpu",
-        "name = \"gpu\"\ncategory = \"cloud\"\nexecution_mode = \"cloud_gpu\"\n",
+        "k8s",
+        "name = \"k8s\"\ncategory = \"cluster\"\nexecution_mode = \"kubernetes\"\n",
     );
     let e = sup.start(m).await.unwrap_err().to_string();
-    assert!(e.contains("cloud_gpu") && e.contains("no cloud backend"), "{e}");
+    assert!(e.contains("kubernetes") && e.contains("no kubernetes backend"), "{e}");
     assert!(
         sup.with_ledger(|l| l.all().unwrap()).is_empty(),
         "nothing is written for a mode that cannot start"

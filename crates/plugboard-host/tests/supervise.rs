@@ -396,8 +396,17 @@ async fn modes_without_a_backend_and_missing_launch_fields_are_clear_errors() {
         "gpu",
         "name = \"gpu\"\ncategory = \"test\"\nexecution_mode = \"cloud_gpu\"\n",
     );
+    // A cloud mode names the launch key it lacks, before anything exists.
     let err = sup.start(cloud).await.unwrap_err().to_string();
-    assert!(err.contains("cloud_gpu") && err.contains("cannot start"), "{err}");
+    assert!(err.contains("cloud_gpu") && err.contains("launch.provider"), "{err}");
+    assert!(sup.with_ledger(|l| l.all().unwrap()).is_empty(), "nothing written");
+    let k8s = manifest_in(
+        tmp.path(),
+        "k8s",
+        "name = \"k8s\"\ncategory = \"test\"\nexecution_mode = \"kubernetes\"\n",
+    );
+    let err = sup.start(k8s).await.unwrap_err().to_string();
+    assert!(err.contains("kubernetes") && err.contains("cannot start"), "{err}");
     let nocmd = manifest_in(
         tmp.path(),
         "nocmd",
