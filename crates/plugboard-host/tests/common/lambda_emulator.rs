@@ -14,6 +14,9 @@
 //! marker, as a machine going away would.
 #![allow(dead_code)]
 
+#[path = "emulator_server.rs"]
+mod emulator_server;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -99,8 +102,7 @@ pub struct LambdaEmulator {
     pub url: String,
     pub key: String,
     pub shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: emulator_server::Served,
 }
 
 type S = Arc<Mutex<Shared>>;
@@ -464,10 +466,6 @@ impl LambdaEmulator {
             dir: dir.to_path_buf(),
         }));
         std::fs::create_dir_all(dir).expect("emulator dir");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/api/v1/instance-types", get(instance_types))
             .route("/api/v1/instances", get(list))
@@ -475,26 +473,12 @@ impl LambdaEmulator {
             .route("/api/v1/instance-operations/launch", post(launch))
             .route("/api/v1/instance-operations/terminate", post(terminate))
             .with_state(Arc::clone(&shared));
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let server = emulator_server::Served::start(app);
         LambdaEmulator {
-            url: format!("http://127.0.0.1:{port}/api/v1"),
+            url: format!("{}/api/v1", server.base),
             key,
             shared,
-            stop: Some(tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -548,12 +532,6 @@ impl Drop for LambdaEmulator {
             for i in sh.instances.values() {
                 power_down(i);
             }
-        }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -12,6 +12,9 @@
 //! going away would.
 #![allow(dead_code)]
 
+#[path = "emulator_server.rs"]
+mod emulator_server;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,8 +79,7 @@ pub struct RunPodEmulator {
     pub url: String,
     pub key: String,
     pub shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: emulator_server::Served,
 }
 
 type S = Arc<Mutex<Shared>>;
@@ -268,35 +270,17 @@ impl RunPodEmulator {
             log: Vec::new(),
             next_id: 0,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/v1/pods", get(list).post(create))
             .route("/v1/pods/{id}", get(get_one).delete(delete))
             .route("/v1/pods/{id}/stop", axum::routing::post(stop_pod))
             .with_state(Arc::clone(&shared));
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let server = emulator_server::Served::start(app);
         RunPodEmulator {
-            url: format!("http://127.0.0.1:{port}/v1"),
+            url: format!("{}/v1", server.base),
             key,
             shared,
-            stop: Some(tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -333,12 +317,6 @@ impl Drop for RunPodEmulator {
             for p in sh.pods.values() {
                 power_down(p);
             }
-        }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -12,6 +12,9 @@
 //! error; anything else fails as RunPod reports a handler's exception.
 #![allow(dead_code)]
 
+#[path = "emulator_server.rs"]
+mod emulator_server;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,8 +50,7 @@ pub struct ServerlessEmulator {
     pub key: String,
     pub endpoint: String,
     pub shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: emulator_server::Served,
 }
 
 type S = Arc<Mutex<Shared>>;
@@ -248,10 +250,6 @@ impl ServerlessEmulator {
             next: 0,
             log: Vec::new(),
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/v2/{endpoint}/run", post(run))
             .route("/v2/{endpoint}/status/{id}", get(status))
@@ -259,27 +257,13 @@ impl ServerlessEmulator {
             .route("/v2/{endpoint}/cancel/{id}", post(cancel))
             .route("/v2/{endpoint}/health", get(health))
             .with_state(Arc::clone(&shared));
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let server = emulator_server::Served::start(app);
         ServerlessEmulator {
-            url: format!("http://127.0.0.1:{port}/v2"),
+            url: format!("{}/v2", server.base),
             key,
             endpoint,
             shared,
-            stop: Some(tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -301,16 +285,5 @@ impl ServerlessEmulator {
             .filter(|j| j.status == "COMPLETED")
             .map(|j| j.execution_ms)
             .sum()
-    }
-}
-
-impl Drop for ServerlessEmulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

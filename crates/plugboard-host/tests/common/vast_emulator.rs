@@ -17,6 +17,9 @@
 //! nowhere); destroying it kills every process carrying its marker.
 #![allow(dead_code)]
 
+#[path = "emulator_server.rs"]
+mod emulator_server;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,8 +91,7 @@ pub struct VastEmulator {
     pub url: String,
     pub key: String,
     pub shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: emulator_server::Served,
 }
 
 type S = Arc<Mutex<Shared>>;
@@ -332,36 +334,18 @@ impl VastEmulator {
             searches: Vec::new(),
             next_id: 0,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/api/v0/bundles/", post(search))
             .route("/api/v0/asks/{id}/", put(rent))
             .route("/api/v0/instances/", get(list))
             .route("/api/v0/instances/{id}/", get(show).delete(destroy))
             .with_state(Arc::clone(&shared));
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let server = emulator_server::Served::start(app);
         VastEmulator {
-            url: format!("http://127.0.0.1:{port}/api/v0"),
+            url: format!("{}/api/v0", server.base),
             key,
             shared,
-            stop: Some(tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -391,12 +375,6 @@ impl Drop for VastEmulator {
             for i in sh.instances.values() {
                 power_down(i);
             }
-        }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
