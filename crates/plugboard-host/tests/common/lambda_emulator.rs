@@ -14,6 +14,9 @@
 //! marker, as a machine going away would.
 #![allow(dead_code)]
 
+// Each emulator is standalone (included by path where needed), so two in
+// one test binary each bring their own copy.
+#[allow(clippy::duplicate_mod)]
 #[path = "emulator_server.rs"]
 mod emulator_server;
 
