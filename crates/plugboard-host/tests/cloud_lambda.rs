@@ -337,6 +337,7 @@ fn rate_limits_are_waited_out_and_terminations_confirmed() {
                 all: true,
                 dry_run: false,
                 grace: Duration::from_secs(1),
+                ..Default::default()
             },
             None,
             &backends(&emu),
@@ -387,6 +388,38 @@ fn a_retry_adopts_the_instance_its_marker_names() {
     assert!(!first.adopted && second.adopted);
     assert_eq!(first.instance.id, second.instance.id);
     assert_eq!(emu.live().len(), 1, "one instance for one marker");
+}
+
+#[test]
+fn a_create_whose_answer_was_lost_is_adopted_not_repeated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = LambdaEmulator::start(&tmp.path().join("emulator"), "127.0.0.1");
+    emu.with(|sh| sh.behaviour.lose_launch_answers = 1);
+    let client = emu.client();
+    let req = InstanceRequest {
+        instance_type: "gpu_1x_a10".into(),
+        ssh_key_name: Some("test-key".into()),
+        ..Default::default()
+    };
+    let regions = vec!["us-west-1".to_string()];
+    let got = host_runtime()
+        .block_on(provision::acquire(
+            &client,
+            &regions,
+            &req,
+            "0123456789abcdef0123456789abcdef:6",
+            None,
+            &quick(),
+        ))
+        .unwrap();
+    assert!(got.adopted, "the retry found the instance the failed create made");
+    assert_eq!(emu.live().len(), 1, "one instance, not two: {:?}", emu.log());
+    let launches = emu
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("POST /instance-operations/launch"))
+        .count();
+    assert_eq!(launches, 1, "the create was not sent again: {:?}", emu.log());
 }
 
 /// The host that gets SIGKILLed: starts a Lambda GPU plugin and prints
@@ -479,6 +512,7 @@ fn an_instance_created_before_its_host_was_killed_is_found_and_terminated() {
                 all: false,
                 dry_run: false,
                 grace: Duration::from_secs(1),
+                ..Default::default()
             },
             None,
             &backends(&emu),
@@ -527,6 +561,7 @@ fn the_lease_powers_off_an_instance_whose_host_died() {
             all: false,
             dry_run: false,
             grace: Duration::from_secs(1),
+            ..Default::default()
         },
         None,
         &backends(&emu),

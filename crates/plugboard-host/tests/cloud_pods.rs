@@ -521,6 +521,7 @@ fn gc_all(data: &Path, b: &Backends) -> (Ledger, String) {
                 all: false,
                 dry_run: false,
                 grace: Duration::from_secs(1),
+                ..Default::default()
             },
             None,
             b,

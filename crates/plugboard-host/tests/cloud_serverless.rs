@@ -29,7 +29,13 @@ fn supervisor_for(data: &std::path::Path, emu: &ServerlessEmulator) -> Superviso
             ServerlessBackend::new(Arc::new(move |name: &str| {
                 (name == "RUNPOD_API_KEY").then(|| ApiKey::new(key.clone()))
             }))
-            .with_base_url(&emu.url),
+            .with_base_url(&emu.url)
+            .with_retry_policy(plugboard_host::cloud::retry::RetryPolicy {
+                base: Duration::from_millis(20),
+                max_delay: Duration::from_millis(100),
+                max_attempts: 4,
+                max_retry_after: Duration::from_secs(1),
+            }),
         ),
         &[ExecutionMode::CloudServerless],
     );
@@ -157,4 +163,41 @@ fn an_endpoint_that_does_not_exist_fails_the_start() {
             .to_string();
         assert!(e.contains("endpoint_id"), "{e}");
     });
+}
+
+#[test]
+fn a_transient_error_while_a_job_runs_is_retried_and_a_lasting_one_cancels_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = ServerlessEmulator::start();
+    let rt = host_runtime();
+    let sup = rt.block_on(async { supervisor_for(&tmp.path().join("data"), &emu) });
+    rt.block_on(async {
+        sup.start(endpoint_manifest(tmp.path(), "tr", &emu.endpoint, ""))
+            .await
+            .unwrap();
+        let h = sup.handle("tr_job").unwrap();
+        // Two 503s on the status reads: retried, the job's output returned.
+        lock_shared(&emu).fail_reads = 2;
+        assert_eq!(
+            h.execute(json!({"steps": 3, "step_ms": 5})).await.unwrap(),
+            json!({"steps_done": 3})
+        );
+        assert_eq!(
+            emu.log().iter().filter(|l| l.ends_with(" 503")).count(),
+            2,
+            "{:?}",
+            emu.log()
+        );
+        // More 503s than the policy's attempts: the call fails naming the
+        // answer, and the job is cancelled rather than left running unseen.
+        lock_shared(&emu).fail_reads = 4;
+        let e = h.execute(json!({"steps": 1000, "step_ms": 20})).await.unwrap_err();
+        assert!(e.to_string().contains("cancelled"), "{e}");
+        assert!(emu.job_statuses().iter().any(|s| s == "CANCELLED"), "{:?}", emu.log());
+        sup.stop("tr_job").await.unwrap();
+    });
+}
+
+fn lock_shared(emu: &ServerlessEmulator) -> std::sync::MutexGuard<'_, runpod_serverless_emulator::Shared> {
+    emu.shared.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -483,6 +483,7 @@ pub fn gc(dirs: &Dirs, all: bool, dry_run: bool, as_json: bool) -> CmdResult {
                 all,
                 dry_run,
                 grace: Duration::from_secs(2),
+                ..Default::default()
             },
             None,
             &Backends::builtin_with_secrets(None, Some(DataDir::new(&dirs.data).secrets_path())),

@@ -453,6 +453,7 @@ impl Backend for DockerBackend {
             owned: true,
             price: manifest.price_estimate(),
             details,
+            budget: crate::backend::BudgetHints::default(),
             spec: Box::new(spec),
         })
     }

@@ -93,6 +93,7 @@ impl Backend for ExternalBackend {
             owned: false,
             price: manifest.price_estimate(),
             details: json!({ "endpoint": endpoint.to_string(), "token_env": token_env, "mode": manifest.execution_mode }),
+            budget: crate::backend::BudgetHints::default(),
             spec: Box::new(ExternalSpec { endpoint, token_env }),
         })
     }

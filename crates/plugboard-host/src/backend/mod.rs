@@ -85,8 +85,25 @@ pub struct Plan {
     pub price: Option<(f64, PriceSource)>,
     /// What the ledger records about it (never secrets).
     pub details: Value,
+    /// What a start is checked against budgets with.
+    pub budget: BudgetHints,
     /// The backend's own launch spec.
     pub spec: Box<dyn Any + Send + Sync>,
+}
+
+/// How a launch can spend, for the budget check before it (and the
+/// governor while it runs), beyond [`Plan::price`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetHints {
+    /// The most it can bill per hour when that is known before launch but
+    /// the price is not: a provider's quote capped by the manifest's
+    /// `max_price_per_hour`. The start check projects with the higher of
+    /// this and the price.
+    pub worst_rate: Option<f64>,
+    /// True when it is charged per call (serverless jobs): it counts
+    /// against budgets with no hourly rate, and is refused once one is
+    /// spent.
+    pub charges_per_call: bool,
 }
 
 impl std::fmt::Debug for Plan {
@@ -95,6 +112,7 @@ impl std::fmt::Debug for Plan {
             .field("kind", &self.kind)
             .field("owned", &self.owned)
             .field("details", &self.details)
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }

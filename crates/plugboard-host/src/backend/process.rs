@@ -204,6 +204,7 @@ impl Backend for ProcessBackend {
             owned: true,
             price: manifest.price_estimate(),
             details,
+            budget: crate::backend::BudgetHints::default(),
             spec: Box::new(ProcessSpec { resolved, limits }),
         })
     }

@@ -59,6 +59,7 @@ pub struct ServerlessBackend {
     keys: KeyLookup,
     base: Option<String>,
     adapters: Mutex<HashMap<String, Adapter>>,
+    policy: crate::cloud::retry::RetryPolicy,
 }
 
 impl std::fmt::Debug for ServerlessBackend {
@@ -74,7 +75,15 @@ impl ServerlessBackend {
             keys,
             base: None,
             adapters: Mutex::new(HashMap::new()),
+            policy: crate::cloud::retry::RetryPolicy::default(),
         }
+    }
+
+    /// The same backend retrying a job's status, stream and cancel calls
+    /// by `policy` (429 and 5xx answers; tests shorten the waits).
+    pub fn with_retry_policy(mut self, policy: crate::cloud::retry::RetryPolicy) -> ServerlessBackend {
+        self.policy = policy;
+        self
     }
 
     /// The same backend talking to `base` instead of the environment's or
@@ -141,6 +150,8 @@ struct EndpointExecutor {
     charge: Option<ChargeHook>,
     /// Set by a stop: connections a client kept open get an error, no job.
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// How idempotent calls are retried.
+    policy: crate::cloud::retry::RetryPolicy,
 }
 
 /// A running adapter: its server task and its stop flag.
@@ -159,6 +170,29 @@ impl EndpointExecutor {
             .map_err(|e| ExecError::Failed(e.to_string()))
     }
 
+    /// An idempotent call (a job's status, stream or cancel), retried on
+    /// 429 and 5xx answers with backoff: one bad answer must not abandon
+    /// a job that goes on running and billing.
+    fn call_retrying(&self, what: &str, method: Method, path: &str) -> Result<Value, ExecError> {
+        let path = format!("/{}{path}", self.spec.endpoint_id);
+        self.runtime
+            .block_on(crate::cloud::retry::with_retries(&self.policy, what, || {
+                self.api.call(what, method.clone(), &path, None, message_of, false)
+            }))
+            .map(Option::unwrap_or_default)
+            .map_err(|e| ExecError::Failed(e.to_string()))
+    }
+
+    /// Cancels `job` on RunPod and charges what it ran before the cancel
+    /// (best effort: the provider bills it either way).
+    fn cancel_and_charge(&self, job: &str) -> Result<(), ExecError> {
+        let cancelled = self.call_retrying("cancelling a job", Method::POST, &format!("/cancel/{job}"));
+        if let Ok(st) = self.call_retrying("reading a job's status", Method::GET, &format!("/status/{job}")) {
+            self.charge_for(job, &st);
+        }
+        cancelled.map(|_| ())
+    }
+
     /// Polls the job until it ends, the call is cancelled (the job is then
     /// cancelled on RunPod), or the job timeout passes.
     fn wait(&self, job: &str, ctx: &CallContext) -> Result<Value, ExecError> {
@@ -167,7 +201,9 @@ impl EndpointExecutor {
         loop {
             if ctx.is_cancelled() || Instant::now() > end {
                 let cancelled = ctx.is_cancelled();
-                let _ = self.call("cancelling a job", Method::POST, &format!("/cancel/{job}"), None);
+                if let Err(e) = self.cancel_and_charge(job) {
+                    tracing::error!(job, error = %e, "cannot cancel the RunPod job");
+                }
                 return Err(if cancelled {
                     ExecError::Cancelled
                 } else {
@@ -182,7 +218,18 @@ impl EndpointExecutor {
             } else {
                 (format!("/status/{job}"), "reading a job's status")
             };
-            let st = self.call(what, Method::GET, &path, None)?;
+            let st = match self.call_retrying(what, Method::GET, &path) {
+                Ok(st) => st,
+                Err(e) => {
+                    // The job cannot be followed any more: cancel it rather
+                    // than leave it running unseen.
+                    let how = match self.cancel_and_charge(job) {
+                        Ok(()) => "it was cancelled".to_owned(),
+                        Err(c) => format!("cancelling it failed too: {c}"),
+                    };
+                    return Err(ExecError::Failed(format!("{e}; RunPod job {job}: {how}")));
+                }
+            };
             if self.spec.stream
                 && let Some(items) = st.get("stream").and_then(Value::as_array)
             {
@@ -194,7 +241,7 @@ impl EndpointExecutor {
             if let Some(outcome) = job_end(status) {
                 // The stream's last answer may not carry the output: read it.
                 let st = if self.spec.stream {
-                    self.call("reading a job's status", Method::GET, &format!("/status/{job}"), None)?
+                    self.call_retrying("reading a job's status", Method::GET, &format!("/status/{job}"))?
                 } else {
                     st
                 };
@@ -374,6 +421,10 @@ impl Backend for ServerlessBackend {
                 "price_per_second": spec.price_per_second,
                 "stream": spec.stream,
             }),
+            budget: crate::backend::BudgetHints {
+                worst_rate: None,
+                charges_per_call: spec.price_per_second.is_some_and(|p| p > 0.0),
+            },
             spec: Box::new(Arc::new(spec)),
         })
     }
@@ -407,6 +458,7 @@ impl Backend for ServerlessBackend {
             runtime: tokio::runtime::Handle::current(),
             charge: ctx.charge.clone(),
             stopped: Arc::clone(&stopped),
+            policy: self.policy,
         };
         let server = plugboard_worker::Server::new(
             Arc::new(exec),

@@ -117,6 +117,7 @@ impl Backend for TestBackend {
             owned: true,
             price: None,
             details: json!({"test": true}),
+            budget: crate::backend::BudgetHints::default(),
             spec: Box::new(()),
         })
     }

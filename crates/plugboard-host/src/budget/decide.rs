@@ -140,8 +140,9 @@ pub fn exhaustion_at(budget: &Budget, spend: Spend, now_ms: i64) -> Option<i64> 
 /// Whether starting something billing `new_rate` USD/h for `hours` fits
 /// `budget` given `spend`: the rate cap against the current rate plus the
 /// new one, the total cap against accrued + (current + new rate) × hours.
-/// A start that bills nothing adds nothing and always fits.
-pub fn check_start(budget: &Budget, spend: Spend, new_rate: f64, hours: f64) -> Result<(), Refusal> {
+/// A start that bills nothing adds nothing and always fits, except one
+/// charged `per_call`, which is refused once the total is spent.
+pub fn check_start(budget: &Budget, spend: Spend, new_rate: f64, hours: f64, per_call: bool) -> Result<(), Refusal> {
     let new_rate = if new_rate.is_finite() { new_rate.max(0.0) } else { 0.0 };
     if let Some(max) = budget.max_usd_per_hour {
         let rate = spend.rate + new_rate;
@@ -158,6 +159,16 @@ pub fn check_start(budget: &Budget, spend: Spend, new_rate: f64, hours: f64) -> 
     }
     if let Some(max) = budget.max_usd {
         let projected = spend.accrued + (spend.rate + new_rate) * hours;
+        if per_call && spend.accrued >= max {
+            return Err(Refusal {
+                scope: budget.scope.clone(),
+                limit: format!("${max:.2} per {}", budget.period),
+                projection: format!(
+                    "${:.2} spent already, and this plugin is charged per call",
+                    spend.accrued
+                ),
+            });
+        }
         if new_rate > 0.0 && (projected > max || spend.accrued >= max) {
             return Err(Refusal {
                 scope: budget.scope.clone(),
@@ -257,13 +268,13 @@ mod tests {
             accrued: 6.0,
             rate: 1.0,
         };
-        assert!(check_start(&b, spend, 2.0, 1.0).is_ok()); // 6 + 3 × 1 = 9
-        let e = check_start(&b, spend, 4.0, 1.0).expect_err("11 > 10");
+        assert!(check_start(&b, spend, 2.0, 1.0, false).is_ok()); // 6 + 3 × 1 = 9
+        let e = check_start(&b, spend, 4.0, 1.0, false).expect_err("11 > 10");
         assert!(
             e.to_string().contains("$11.00") && e.to_string().contains("limit $10.00 per all"),
             "{e}"
         );
-        let e = check_start(&b, spend, 4.5, 0.1).expect_err("rate 5.5 > 5");
+        let e = check_start(&b, spend, 4.5, 0.1, false).expect_err("rate 5.5 > 5");
         assert!(e.to_string().contains("$5.50/h"), "{e}");
         // A free plugin adds nothing and is never refused; a priced one is
         // refused once the total is spent.
@@ -275,7 +286,8 @@ mod tests {
                     rate: 0.0
                 },
                 0.0,
-                1.0
+                1.0,
+                false
             )
             .is_ok()
         );
@@ -287,9 +299,31 @@ mod tests {
                     rate: 0.0
                 },
                 0.01,
-                0.0
+                0.0,
+                false
             )
             .is_err()
+        );
+        // A plugin charged per call has no rate, yet is refused once the
+        // total is spent, and started while it is not.
+        let spent = Spend {
+            accrued: 10.0,
+            rate: 0.0,
+        };
+        let e = check_start(&b, spent, 0.0, 1.0, true).expect_err("spent");
+        assert!(e.to_string().contains("charged per call"), "{e}");
+        assert!(
+            check_start(
+                &b,
+                Spend {
+                    accrued: 9.0,
+                    rate: 0.0
+                },
+                0.0,
+                1.0,
+                true
+            )
+            .is_ok()
         );
     }
 

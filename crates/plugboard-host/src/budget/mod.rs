@@ -325,17 +325,69 @@ impl BudgetStore {
         })
     }
 
-    /// Adds or replaces the budget of `budget.scope`.
+    /// Takes the exclusive lock of the file (`{file}.lock` beside it),
+    /// polling for at most 10 s, so that concurrent `set`s and `delete`s
+    /// from any number of processes all land. Released on drop (or when the
+    /// process dies: the kernel drops `flock`s with their file).
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, BudgetError> {
+        use nix::errno::Errno;
+        use nix::fcntl::{Flock, FlockArg};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let lock_path = self.path.with_file_name(name);
+        let io = |source| BudgetError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        if let Some(dir) = lock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(&lock_path)
+            .map_err(io)?;
+        let limit = std::time::Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(guard) => return Ok(guard),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((f, Errno::EWOULDBLOCK)) if started.elapsed() < limit => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    file = f;
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(io(std::io::Error::other(format!(
+                        "still locked by another process after {} s",
+                        limit.as_secs()
+                    ))));
+                }
+                Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+            }
+        }
+    }
+
+    /// Adds or replaces the budget of `budget.scope` (a locked
+    /// read-modify-write of the file).
     pub fn set(&self, budget: Budget) -> Result<(), BudgetError> {
         budget.check()?;
+        let _lock = self.lock()?;
         let mut all = self.load()?;
         all.retain(|b| b.scope != budget.scope);
         all.push(budget);
         self.save(all)
     }
 
-    /// Removes the budget of `scope`; false when there was none.
+    /// Removes the budget of `scope`; false when there was none (a locked
+    /// read-modify-write of the file).
     pub fn delete(&self, scope: &Scope) -> Result<bool, BudgetError> {
+        let _lock = self.lock()?;
         let mut all = self.load()?;
         let before = all.len();
         all.retain(|b| &b.scope != scope);
@@ -350,6 +402,33 @@ impl BudgetStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_sets_of_different_scopes_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budgets.json");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for round in 0..5 {
+                        BudgetStore::new(&path)
+                            .set(Budget {
+                                scope: Scope::Plugin(format!("p{i}_r{round}")),
+                                max_usd: Some(1.0),
+                                period: Period::All,
+                                max_usd_per_hour: None,
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(BudgetStore::new(&path).load().unwrap().len(), 40);
+    }
 
     #[test]
     fn scopes_and_periods_parse_and_print_back() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use plugboard_core::{CapabilityError, CloudAware, Plugin, RemoteResource};
 use serde_json::{Map, Value};
 
-use super::provision::{self, AcquireError};
+use super::provision;
 use super::retry::RetryPolicy;
 use super::{InstanceRequest, Provider};
 
@@ -141,13 +141,40 @@ impl CloudAware for CloudInstance {
         let mut request = self.request.clone();
         apply(config, &mut regions, &mut request)?;
         let p = &*self.provider;
-        let (instance, price) = self.runtime.block_on(async {
-            let got = provision::acquire(p, &regions, &request, &self.marker, self.max_price, &self.policy).await?;
-            let price = got.quoted_usd_per_hour;
-            let i = provision::wait_running(p, &got.instance.region, &got.instance.id, self.boot_limit, &self.policy)
-                .await?;
-            Ok::<_, AcquireError>((i, price))
-        })?;
+        let got = self.runtime.block_on(provision::acquire(
+            p,
+            &regions,
+            &request,
+            &self.marker,
+            self.max_price,
+            &self.policy,
+        ))?;
+        let price = got.quoted_usd_per_hour;
+        // Held from the moment it exists, so that terminate() reaches it
+        // whatever happens next.
+        *self.held() = Some(Held {
+            resource: provision::remote_resource(p, &got.instance, self.ssh_port, price),
+            region: got.instance.region.clone(),
+            id: got.instance.id.clone(),
+            price,
+        });
+        let waited = self.runtime.block_on(provision::wait_running(
+            p,
+            &got.instance.region,
+            &got.instance.id,
+            self.boot_limit,
+            &self.policy,
+        ));
+        let instance = match waited {
+            Ok(i) => i,
+            Err(e) => {
+                // It never came up: end it now rather than leave it billing.
+                return Err(match self.terminate() {
+                    Ok(_) => format!("{e}; the instance was terminated").into(),
+                    Err(t) => format!("{e}; terminating it failed too ({t}): call terminate() again").into(),
+                });
+            }
+        };
         let resource = provision::remote_resource(p, &instance, self.ssh_port, price);
         *self.held() = Some(Held {
             resource: resource.clone(),

@@ -118,16 +118,30 @@ pub async fn acquire(
             tried.push(format!("{region}: the provider lists no capacity"));
             continue;
         }
-        match with_retries(policy, "creating an instance", || {
-            provider.create(region, request, marker)
+        // A create that timed out or failed with a 5xx may have created the
+        // instance all the same (only the answer was lost): every retry
+        // looks for the marker first and adopts what it finds.
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        match with_retries(policy, "creating an instance", || async {
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0
+                && let Some(i) = provider
+                    .find(region, marker)
+                    .await?
+                    .into_iter()
+                    .find(|i| i.state != InstanceState::Terminated)
+            {
+                tracing::info!(provider = provider.name(), region = %region, id = %i.id, marker, "a failed create had created the instance; adopting it");
+                return Ok((i, true));
+            }
+            provider.create(region, request, marker).await.map(|i| (i, false))
         })
         .await
         {
-            Ok(instance) => {
+            Ok((instance, adopted)) => {
                 return Ok(Acquired {
                     quoted_usd_per_hour: quote.map(|q| q.usd_per_hour).or(instance.usd_per_hour),
                     instance,
-                    adopted: false,
+                    adopted,
                 });
             }
             Err(ProviderError::Capacity { message, .. }) => {

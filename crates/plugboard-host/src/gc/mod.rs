@@ -29,7 +29,7 @@ use crate::ledger::{Ledger, ResourceStatus};
 const SWEEP_LOOKBACK_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// What to reap.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
     /// Reap live resources of every host, including running ones.
     pub all: bool,
@@ -37,6 +37,26 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Grace between the graceful stop and the forced one.
     pub grace: Duration,
+    /// How long past a recorded deadline a running host's own governor has
+    /// to act before anyone's gc ends the resource for it (the deadline in
+    /// the ledger may lag a call that began since; the host is then taken
+    /// to be hung).
+    pub deadline_grace: Duration,
+}
+
+/// The default [`GcOptions::deadline_grace`]: several governor ticks.
+pub const DEFAULT_DEADLINE_GRACE: Duration = Duration::from_secs(10);
+
+impl Default for GcOptions {
+    /// No `all`, no dry run, no stop grace, and [`DEFAULT_DEADLINE_GRACE`].
+    fn default() -> GcOptions {
+        GcOptions {
+            all: false,
+            dry_run: false,
+            grace: Duration::ZERO,
+            deadline_grace: DEFAULT_DEADLINE_GRACE,
+        }
+    }
 }
 
 /// One resource gc acted on (or would have).
@@ -144,7 +164,8 @@ pub async fn gc(
         &swept_ok,
         self_host,
         opts.all,
-        crate::ledger::now_ms(),
+        // A deadline counts as passed for others only after the grace.
+        crate::ledger::now_ms().saturating_sub(opts.deadline_grace.as_millis().min(i64::MAX as u128) as i64),
     );
     let mut plan = plan;
     // A swept resource's row (ended, or never finished) still says where it is.

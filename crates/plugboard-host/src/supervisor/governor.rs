@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 
 use super::deadline::{self, Inputs, Reason};
 use super::{Inner, RunState, Slot, lock, stop};
+use crate::backend::Plan;
 use crate::budget::{self, Budget, Level, Status};
 use crate::error::HostError;
 use crate::ledger::now_ms;
@@ -79,7 +80,7 @@ pub(super) fn tick_once(inner: &Arc<Inner>) {
         .collect();
     let slots: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
     for slot in slots {
-        let (rid, inputs, category) = {
+        let (rid, inputs, category, per_call) = {
             let s = slot.st();
             if !matches!(s.state, RunState::Running | RunState::Lost) || s.stopping_for.is_some() {
                 continue;
@@ -99,11 +100,13 @@ pub(super) fn tick_once(inner: &Arc<Inner>) {
                     budget_exhausted_at: None,
                 },
                 s.manifest.category.clone(),
+                s.charges_per_call,
             )
         };
         let mut inputs = inputs;
-        // Only a plugin that bills counts against a budget.
-        if rate_of.get(&rid).copied().unwrap_or(0.0) > 0.0 {
+        // Only a plugin that bills (by the hour or per call) counts
+        // against a budget.
+        if per_call || rate_of.get(&rid).copied().unwrap_or(0.0) > 0.0 {
             for st in statuses
                 .iter()
                 .filter(|st| st.budget.scope.covers(&slot.id, Some(&category)))
@@ -215,11 +218,15 @@ fn stop_for(inner: &Arc<Inner>, slot: &Arc<Slot>, rid: i64, why: Reason) {
     });
 }
 
-/// Checks a start of `m` billing `price` USD/h against every budget that
-/// covers it (projected over `max_duration_s`, else one hour).
-pub(super) fn check_start(inner: &Inner, m: &Manifest, price: Option<f64>) -> Result<(), HostError> {
-    let price = price.unwrap_or(0.0);
-    if price <= 0.0 {
+/// Checks a start of `m` by `plan` against every budget that covers it:
+/// its rate (the price, or the most the provider may ask when that is
+/// higher) projected over `max_duration_s`, else one hour; a plugin
+/// charged per call is refused once a budget is spent.
+pub(super) fn check_start(inner: &Inner, m: &Manifest, plan: &Plan) -> Result<(), HostError> {
+    let price = plan.price.map_or(0.0, |p| p.0);
+    let rate = plan.budget.worst_rate.map_or(price, |w| w.max(price));
+    let per_call = plan.budget.charges_per_call;
+    if rate <= 0.0 && !per_call {
         return Ok(());
     }
     let id = m.unique_id();
@@ -239,7 +246,7 @@ pub(super) fn check_start(inner: &Inner, m: &Manifest, price: Option<f64>) -> Re
     let (statuses, _) = budget::evaluate(&budgets, &lock(&inner.ledger), now_ms())?;
     let hours = m.lifecycle.max_duration_s.map_or(1.0, |s| s / 3600.0);
     for st in &statuses {
-        budget::decide::check_start(&st.budget, st.spend, price, hours).map_err(|refusal| {
+        budget::decide::check_start(&st.budget, st.spend, rate, hours, per_call).map_err(|refusal| {
             HostError::BudgetRefused {
                 plugin: id.clone(),
                 refusal,

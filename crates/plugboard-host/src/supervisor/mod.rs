@@ -151,6 +151,9 @@ pub(crate) struct SlotState {
     pub deadline: Option<(i64, String)>,
     /// Set while the governor stops the plugin (why).
     pub stopping_for: Option<String>,
+    /// The current launch is charged per call (it counts against budgets
+    /// with no hourly rate).
+    pub charges_per_call: bool,
 }
 
 /// One plugin's place in the host, for the host's whole life.
@@ -353,6 +356,7 @@ impl Supervisor {
                     handle: None,
                     deadline: None,
                     stopping_for: None,
+                    charges_per_call: false,
                 }),
                 log: Arc::new(Mutex::new(RotatingLog::new(
                     &log_path,

@@ -127,7 +127,7 @@ async fn on_exit(inner: Weak<Inner>, slot: Arc<Slot>, generation: u64, exit: Exi
     // Claim the transition: only an exit nobody asked for, of the current
     // generation, of a worker that was running (a failed start is recorded
     // by the starter, a stop by the stopper).
-    let (live, restarts, manifest) = {
+    let (live, restarts, manifest, next) = {
         let mut s = slot.st();
         if s.generation != generation {
             return;
@@ -139,23 +139,43 @@ async fn on_exit(inner: Weak<Inner>, slot: Arc<Slot>, generation: u64, exit: Exi
         let live = s.live.take();
         // Recorded under the state lock, so whoever sees the new state also
         // finds the ledger row ended. Leftovers are ended below; should the
-        // host die first, gc finds them by their marker.
+        // host die first, gc finds them by their marker. A provisioned
+        // resource (an instance, a pod) outlives its worker and bills until
+        // the provider confirms it gone: its row gets the exit's status
+        // now and is ended only once the stop below is confirmed.
         if let Some(l) = &live {
-            let status = if next == RunState::Crashed {
-                ResourceStatus::Crashed
+            let ledger = lock(&inner.ledger);
+            let recorded = if l.backend.provisions() {
+                ledger.set_status(l.rid, exit_status(next))
             } else {
-                ResourceStatus::Exited
+                ledger.end(l.rid, exit_status(next), exit.code, exit.signal)
             };
-            if let Err(e) = lock(&inner.ledger).end(l.rid, status, exit.code, exit.signal) {
+            if let Err(e) = recorded {
                 tracing::error!(plugin = %slot.id, error = %e, "cannot record the worker's exit");
             }
         }
-        (live, s.restarts, Arc::clone(&s.manifest))
+        (live, s.restarts, Arc::clone(&s.manifest), next)
     };
     tracing::warn!(plugin = %slot.id, %exit, "worker exited");
     if let Some(mut live) = live {
         live.keepalive = None;
-        if let Err(e) = live.backend.stop(&live.target(), slot.grace()).await {
+        let stopped = live.backend.stop(&live.target(), slot.grace()).await;
+        if live.backend.provisions() {
+            let ledger = lock(&inner.ledger);
+            let recorded = match &stopped {
+                Ok(_) => ledger.end(live.rid, exit_status(next), exit.code, exit.signal),
+                Err(e) => ledger.set_note(
+                    live.rid,
+                    Some(&format!(
+                        "the worker exited; its resource is not confirmed gone ({e}); gc retries"
+                    )),
+                ),
+            };
+            if let Err(e) = recorded {
+                tracing::error!(plugin = %slot.id, error = %e, "cannot record the end of the worker's resource");
+            }
+        }
+        if let Err(e) = stopped {
             tracing::error!(plugin = %slot.id, error = %e, "what the worker left is not confirmed gone; gc retries by marker");
         }
         let _ = std::fs::remove_file(&live.listen);
@@ -182,5 +202,14 @@ async fn on_exit(inner: Weak<Inner>, slot: Arc<Slot>, generation: u64, exit: Exi
     }
     if let Err(e) = start::restart_by_policy(Arc::clone(&inner), Arc::clone(&slot), manifest).await {
         tracing::error!(plugin = %slot.id, error = %e, "restart failed");
+    }
+}
+
+/// The ledger status of a worker's exit into `state`.
+fn exit_status(state: RunState) -> ResourceStatus {
+    if state == RunState::Crashed {
+        ResourceStatus::Crashed
+    } else {
+        ResourceStatus::Exited
     }
 }

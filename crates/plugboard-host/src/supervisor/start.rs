@@ -151,8 +151,12 @@ async fn attempt(
     let id = slot.id.clone();
     let backend = inner.backends.for_mode(&id, m.execution_mode)?;
     let plan = backend.plan(&m, &inner.cfg.launch_vars)?;
-    governor::check_start(inner, &m, plan.price.map(|p| p.0))?;
-    slot.st().backend_name = Some(backend.name().into());
+    governor::check_start(inner, &m, &plan)?;
+    {
+        let mut s = slot.st();
+        s.backend_name = Some(backend.name().into());
+        s.charges_per_call = plan.budget.charges_per_call;
+    }
     let mut details = plan.details.clone();
     if let Value::Object(d) = &mut details {
         d.insert("log".into(), json!(slot.log_path));

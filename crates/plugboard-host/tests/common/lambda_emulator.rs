@@ -71,6 +71,9 @@ pub struct Behaviour {
     pub terminate_polls: u32,
     /// Hold the launch answer this long after creating the instance.
     pub launch_answer_delay: Duration,
+    /// Create the instance, then answer the next N launches with 500 (the
+    /// answer is lost, the instance exists).
+    pub lose_launch_answers: u32,
 }
 
 impl Default for Behaviour {
@@ -83,6 +86,7 @@ impl Default for Behaviour {
             boot_polls: 2,
             terminate_polls: 1,
             launch_answer_delay: Duration::ZERO,
+            lose_launch_answers: 0,
         }
     }
 }
@@ -297,6 +301,19 @@ async fn launch(State(s): State<S>, headers: HeaderMap, body: String) -> Respons
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    {
+        let mut sh = lock(&s);
+        if sh.behaviour.lose_launch_answers > 0 {
+            sh.behaviour.lose_launch_answers -= 1;
+            sh.log
+                .push(format!("POST /instance-operations/launch 500 after creating {id}"));
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "global/unknown",
+                "An unexpected error occurred.",
+            );
+        }
     }
     axum::Json(json!({ "data": { "instance_ids": [id] } })).into_response()
 }

@@ -38,6 +38,8 @@ pub struct Job {
     pub read: usize,
     pub execution_ms: u64,
     pub cancel: Arc<AtomicBool>,
+    /// When the handler began (execution time runs from here).
+    pub started: Option<Instant>,
 }
 
 pub struct Shared {
@@ -46,6 +48,9 @@ pub struct Shared {
     pub jobs: HashMap<String, Job>,
     pub next: u64,
     pub log: Vec<String>,
+    /// Answer the next N status and stream reads with 503 (a worker pool
+    /// restarting, as RunPod does now and then).
+    pub fail_reads: u32,
 }
 
 pub struct ServerlessEmulator {
@@ -88,6 +93,7 @@ fn handle(s: S, id: String, input: Value, cancel: Arc<AtomicBool>) {
                 return;
             }
             j.status = "IN_PROGRESS".into();
+            j.started = Some(started);
         }
         let finish = |status: &str, output: Option<Value>, error: Option<String>| {
             if let Some(j) = lock(&s).jobs.get_mut(&id)
@@ -153,6 +159,7 @@ async fn run(State(s): State<S>, headers: HeaderMap, UrlPath(endpoint): UrlPath<
                 read: 0,
                 execution_ms: 0,
                 cancel: Arc::clone(&cancel),
+                started: None,
             },
         );
         sh.log.push(format!("POST /run {id}"));
@@ -181,6 +188,14 @@ async fn status(
     if let Some(r) = check(&s, &headers, &endpoint) {
         return r;
     }
+    {
+        let mut sh = lock(&s);
+        if sh.fail_reads > 0 {
+            sh.fail_reads -= 1;
+            sh.log.push(format!("GET read {id} 503"));
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "worker pool restarting");
+        }
+    }
     let sh = lock(&s);
     match sh.jobs.get(&id) {
         Some(j) => axum::Json(status_json(&id, j)).into_response(),
@@ -195,6 +210,14 @@ async fn stream(
 ) -> Response {
     if let Some(r) = check(&s, &headers, &endpoint) {
         return r;
+    }
+    {
+        let mut sh = lock(&s);
+        if sh.fail_reads > 0 {
+            sh.fail_reads -= 1;
+            sh.log.push(format!("GET read {id} 503"));
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "worker pool restarting");
+        }
     }
     let mut sh = lock(&s);
     match sh.jobs.get_mut(&id) {
@@ -222,6 +245,8 @@ async fn cancel(
             if j.status == "IN_QUEUE" || j.status == "IN_PROGRESS" {
                 j.status = "CANCELLED".into();
                 j.cancel.store(true, Ordering::SeqCst);
+                // RunPod bills a cancelled job for the time it ran.
+                j.execution_ms = j.started.map_or(0, |t| t.elapsed().as_millis() as u64);
             }
             axum::Json(json!({ "id": id, "status": j.status })).into_response()
         }
@@ -252,6 +277,7 @@ impl ServerlessEmulator {
             jobs: HashMap::new(),
             next: 0,
             log: Vec::new(),
+            fail_reads: 0,
         }));
         let app = Router::new()
             .route("/v2/{endpoint}/run", post(run))
@@ -285,7 +311,7 @@ impl ServerlessEmulator {
         lock(&self.shared)
             .jobs
             .values()
-            .filter(|j| j.status == "COMPLETED")
+            .filter(|j| j.status == "COMPLETED" || j.status == "CANCELLED")
             .map(|j| j.execution_ms)
             .sum()
     }

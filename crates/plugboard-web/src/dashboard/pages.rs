@@ -409,6 +409,7 @@ pub fn running_fragment(rows: &[RunningRow], csrf: &str, now_ms: i64) -> Markup 
                             @if let Some(rr) = &r.info.metadata.remote_resource { br; "instance " code { (rr.instance_id.as_deref().unwrap_or("-")) } }
                             @if let Some(e) = r.status.as_ref().and_then(|s| s.endpoint.as_ref()).filter(|_| active) { br; "endpoint " code.endpoint { (e) } }
                             @if let Some(n) = r.status.as_ref().filter(|s| s.state == RunState::Lost).and_then(|s| s.note.as_ref()) { br; span.notice.bad.lost { "lost: " (n) } }
+                            @if let Some(n) = r.status.as_ref().filter(|s| !s.state.is_active() && s.state != RunState::Lost).and_then(|s| s.note.as_ref()).filter(|n| n.starts_with("stopped: ")) { br; span.notice.warn.stopped-by { (n) } }
                         }
                         td { @if active { @if let Some(t) = r.status.as_ref().and_then(|s| s.started_at_ms) { (crate::dashboard::human_duration(now_ms - t)) } } }
                         td { @if let Some(row) = &r.row { "$" (format!("{:.4}", row.accrued_usd(now_ms))) } }

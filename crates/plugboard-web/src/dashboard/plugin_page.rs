@@ -236,6 +236,11 @@ pub fn state_panel(v: &StateView, csrf: &str, now_ms: i64) -> Markup {
             @if s.state == RunState::Lost {
                 p.notice.bad id="lost-note" { "Lost: " (s.note.as_deref().unwrap_or("the resource stopped answering")) ". It is not restarted while it may still be running (and billed)." }
             }
+            @if !active && s.state != RunState::Lost {
+                @if let Some(n) = s.note.as_ref().filter(|n| n.starts_with("stopped: ")) {
+                    p.notice.warn id="stopped-note" { "Stopped by the host: " (n.trim_start_matches("stopped: ")) "." }
+                }
+            }
             @if s.state == RunState::Provisioning {
                 p.notice.warn id="provisioning-note" { "Provisioning: the backend is creating the resource." }
             }

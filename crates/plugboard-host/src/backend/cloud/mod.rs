@@ -252,6 +252,10 @@ impl Backend for CloudBackend {
             owned: true,
             price: plan::manifest_price(manifest),
             details,
+            budget: crate::backend::BudgetHints {
+                worst_rate: spec.max_price,
+                charges_per_call: false,
+            },
             spec: Box::new(spec),
         })
     }
@@ -359,6 +363,7 @@ impl Backend for CloudBackend {
             owned: true,
             price: None,
             details: dest.to_details(),
+            budget: crate::backend::BudgetHints::default(),
             spec: Box::new(remote),
         };
         let held = Arc::new(Held {

@@ -229,6 +229,7 @@ impl Backend for RemoteSshBackend {
             owned: true,
             price: manifest.price_estimate(),
             details,
+            budget: crate::backend::BudgetHints::default(),
             spec: Box::new(spec),
         })
     }
