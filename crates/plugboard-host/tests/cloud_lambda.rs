@@ -414,12 +414,18 @@ fn a_create_whose_answer_was_lost_is_adopted_not_repeated() {
         .unwrap();
     assert!(got.adopted, "the retry found the instance the failed create made");
     assert_eq!(emu.live().len(), 1, "one instance, not two: {:?}", emu.log());
+    // The emulator logs the one launch as created, then its lost answer.
     let launches = emu
         .log()
         .iter()
-        .filter(|l| l.starts_with("POST /instance-operations/launch"))
+        .filter(|l| l.starts_with("POST /instance-operations/launch 200"))
         .count();
     assert_eq!(launches, 1, "the create was not sent again: {:?}", emu.log());
+    assert!(
+        emu.log().last().is_some_and(|l| l == "GET /instances"),
+        "the retry looked first: {:?}",
+        emu.log()
+    );
 }
 
 /// The host that gets SIGKILLed: starts a Lambda GPU plugin and prints

@@ -22,6 +22,10 @@ use runpod_serverless_emulator::ServerlessEmulator;
 use serde_json::json;
 
 fn supervisor_for(data: &std::path::Path, emu: &ServerlessEmulator) -> Supervisor {
+    supervisor_ticking(data, emu, None)
+}
+
+fn supervisor_ticking(data: &std::path::Path, emu: &ServerlessEmulator, tick: Option<Duration>) -> Supervisor {
     let key = emu.key.clone();
     let mut b = Backends::builtin(None);
     b.register(
@@ -41,6 +45,9 @@ fn supervisor_for(data: &std::path::Path, emu: &ServerlessEmulator) -> Superviso
     );
     let mut cfg = SupervisorConfig::new(DataDir::new(data));
     cfg.backends = Some(b);
+    if let Some(t) = tick {
+        cfg.governor_tick = t;
+    }
     Supervisor::new(cfg).unwrap()
 }
 
@@ -172,10 +179,16 @@ fn a_transient_error_while_a_job_runs_is_retried_and_a_lasting_one_cancels_the_j
     let rt = host_runtime();
     let sup = rt.block_on(async { supervisor_for(&tmp.path().join("data"), &emu) });
     rt.block_on(async {
-        sup.start(endpoint_manifest(tmp.path(), "tr", &emu.endpoint, ""))
+        let schema =
+            "[config_schema]\ntype = \"object\"\n[config_schema.properties.step_ms]\ntype = \"integer\"\nminimum = 0\n";
+        sup.start(endpoint_manifest(tmp.path(), "tr", &emu.endpoint, schema))
             .await
             .unwrap();
         let h = sup.handle("tr_job").unwrap();
+        // Config is checked against the manifest's schema, as by any worker.
+        let v = h.validate_config(&json!({"step_ms": -5})).await.unwrap();
+        assert!(v.len() == 1 && v[0].pointer.contains("step_ms"), "{v:?}");
+        assert!(h.validate_config(&json!({"step_ms": 5})).await.unwrap().is_empty());
         // Two 503s on the status reads: retried, the job's output returned.
         lock_shared(&emu).fail_reads = 2;
         assert_eq!(
@@ -200,4 +213,48 @@ fn a_transient_error_while_a_job_runs_is_retried_and_a_lasting_one_cancels_the_j
 
 fn lock_shared(emu: &ServerlessEmulator) -> std::sync::MutexGuard<'_, runpod_serverless_emulator::Shared> {
     emu.shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_plugin_charged_per_call_counts_against_budgets() {
+    use plugboard_host::budget::{Budget, BudgetStore, Period, Scope};
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = ServerlessEmulator::start();
+    let data = tmp.path().join("data");
+    let rt = host_runtime();
+    let sup = rt.block_on(async { supervisor_ticking(&data, &emu, Some(Duration::from_millis(20))) });
+    rt.block_on(async {
+        let store = BudgetStore::new(DataDir::new(&data).budgets_path());
+        // Any charge at all spends this budget.
+        store
+            .set(Budget {
+                scope: Scope::Category("pc".into()),
+                max_usd: Some(1e-9),
+                period: Period::All,
+                max_usd_per_hour: None,
+            })
+            .unwrap();
+        sup.start(endpoint_manifest(tmp.path(), "pc", &emu.endpoint, ""))
+            .await
+            .unwrap();
+        let h = sup.handle("pc_job").unwrap();
+        h.execute(json!({"steps": 2, "step_ms": 20})).await.unwrap();
+        // No hourly rate, yet the charge exceeds the budget: stopped.
+        assert!(
+            wait_until(Duration::from_secs(5), || sup
+                .status("pc_job")
+                .is_some_and(|s| s.state == RunState::Stopped))
+            .await,
+            "{:?}",
+            sup.status("pc_job")
+        );
+        let note = sup.status("pc_job").and_then(|s| s.note).unwrap_or_default();
+        assert!(note.contains("pc") && note.contains("exceeded"), "{note}");
+        // And a new start is refused, naming the budget.
+        let e = sup
+            .start(endpoint_manifest(tmp.path(), "pc", &emu.endpoint, ""))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("charged per call"), "{e}");
+    });
 }

@@ -277,12 +277,25 @@ impl Executor for EndpointExecutor {
         self.spec.manifest.clone()
     }
 
-    fn validate_config(&self, _config: &Value) -> Vec<Violation> {
-        Vec::new()
+    /// Checked against the manifest's config schema: the endpoint itself
+    /// takes no config, but a config the plugin declares invalid is
+    /// refused here as it would be by any worker.
+    fn validate_config(&self, config: &Value) -> Vec<Violation> {
+        match plugboard_core::schema::CompiledSchema::compile(
+            &self.spec.manifest.name,
+            &self.spec.manifest.config_schema,
+        ) {
+            Ok(schema) => schema.violations(config),
+            Err(e) => vec![Violation {
+                pointer: String::new(),
+                reason: format!("the plugin's config schema does not compile: {e}"),
+            }],
+        }
     }
 
-    fn apply_config(&self, _config: Value) -> Result<(), Vec<Violation>> {
-        Ok(())
+    fn apply_config(&self, config: Value) -> Result<(), Vec<Violation>> {
+        let v = self.validate_config(&config);
+        if v.is_empty() { Ok(()) } else { Err(v) }
     }
 
     fn execute(&self, input: Value, ctx: &CallContext) -> Result<Value, ExecError> {

@@ -397,8 +397,12 @@ fn forward_spec(local: &Path, remote: &str) -> Result<String, SshError> {
 pub struct Connections {
     dir: OnceLock<PathBuf>,
     pool: tokio::sync::Mutex<HashMap<Destination, Weak<Master>>>,
-    counter: AtomicU64,
 }
+
+/// Numbers control sockets across every [`Connections`] of the process:
+/// they share one directory, so two pools (two supervisors in one
+/// program) must never reuse a name.
+static NEXT_MASTER: AtomicU64 = AtomicU64::new(0);
 
 impl Connections {
     /// An empty pool.
@@ -444,7 +448,7 @@ impl Connections {
             return Ok(m);
         }
         pool.retain(|_, w| w.strong_count() > 0);
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let n = NEXT_MASTER.fetch_add(1, Ordering::Relaxed);
         let ctl = self.dir().join(format!("m{n}"));
         let m = Arc::new(Master::connect(dest, ctl).await?);
         pool.insert(dest.clone(), Arc::downgrade(&m));

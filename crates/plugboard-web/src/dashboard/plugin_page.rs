@@ -370,3 +370,132 @@ pub async fn events(
         .keep_alive(KeepAlive::default())
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugboard_core::{CloudProvider, PluginMetadata, RemoteResource};
+    use plugboard_host::backend::ExitInfo;
+
+    fn view(state: RunState, f: impl FnOnce(&mut WorkerStatus, &mut PluginInfo)) -> String {
+        let mut info = PluginInfo {
+            unique_id: "gpu_trainer".into(),
+            metadata: PluginMetadata::new("trainer", "gpu", "Trainer"),
+            manifest_path: "plugin.toml".into(),
+            resources: Default::default(),
+            state: Some(state),
+        };
+        let mut status = WorkerStatus {
+            plugin_id: "gpu_trainer".into(),
+            state,
+            backend: Some("cloud".into()),
+            resource: None,
+            endpoint: None,
+            pid: None,
+            pid_start_time: None,
+            resource_id: Some(7),
+            listen: None,
+            log_path: "log".into(),
+            started_at_ms: Some(1_000),
+            ready_at_ms: Some(2_000),
+            restarts: 0,
+            restart_pending: false,
+            last_exit: None,
+            error: None,
+            note: None,
+            stderr_tail: Vec::new(),
+        };
+        f(&mut status, &mut info);
+        let v = StateView {
+            info,
+            status: Some(status),
+            row: None,
+            config: Map::new(),
+            config_source: ConfigSource::Saved,
+            saved_differs: false,
+        };
+        state_panel(&v, "token", 60_000).into_string()
+    }
+
+    #[test]
+    fn a_lost_plugin_says_why_and_that_it_is_not_restarted() {
+        let page = view(RunState::Lost, |s, _| s.note = Some("ssh connection <dropped>".into()));
+        assert!(page.contains(r#"data-state="lost""#), "{page}");
+        assert!(page.contains("id=\"lost-note\""), "{page}");
+        assert!(page.contains("ssh connection &lt;dropped&gt;"), "escaped: {page}");
+        assert!(page.contains("not restarted"), "{page}");
+    }
+
+    #[test]
+    fn provisioning_shows_the_instance_with_provider_region_gpu_and_price() {
+        let page = view(RunState::Provisioning, |s, info| {
+            s.resource = Some(ResourceHandle::Instance {
+                provider: "lambda_labs".into(),
+                region: "us-west-1".into(),
+                id: "i-0abc".into(),
+            });
+            let mut rr = RemoteResource::new(CloudProvider::LambdaLabs);
+            rr.region = Some("us-west-1".into());
+            rr.instance_id = Some("i-0abc".into());
+            rr.gpu_count = 8;
+            rr.gpu_type = Some("A100".into());
+            info.metadata.remote_resource = Some(rr);
+            info.resources.estimated_cost_per_hour = Some(24.5);
+        });
+        assert!(page.contains("id=\"provisioning-note\""), "{page}");
+        for want in ["i-0abc", "lambda_labs", "us-west-1", "8 × A100", "$24.5000 / hour"] {
+            assert!(page.contains(want), "{want} missing: {page}");
+        }
+    }
+
+    #[test]
+    fn a_crash_shows_the_exit_code_and_the_stderr_tail() {
+        let page = view(RunState::Crashed, |s, _| {
+            s.last_exit = Some(ExitInfo {
+                code: Some(3),
+                signal: None,
+            });
+            s.stderr_tail = vec!["Traceback: <boom>".into()];
+        });
+        assert!(page.contains("id=\"exit-note\""), "{page}");
+        assert!(page.contains("exit code 3"), "{page}");
+        assert!(
+            page.contains("id=\"stderr-tail\"") && page.contains("Traceback: &lt;boom&gt;"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn a_stop_by_the_host_says_why() {
+        let page = view(RunState::Stopped, |s, _| {
+            s.note = Some("stopped: global exceeded ($1.00 of $1.00 per all)".into())
+        });
+        assert!(page.contains("id=\"stopped-note\""), "{page}");
+        assert!(page.contains("Stopped by the host: global exceeded"), "{page}");
+    }
+
+    #[test]
+    fn remote_and_container_resources_are_shown_while_running() {
+        let page = view(RunState::Running, |s, _| {
+            s.resource = Some(ResourceHandle::RemoteProcess {
+                host: "gpu-box".into(),
+                port: Some(2222),
+                user: Some("ml".into()),
+                pid: 4242,
+                pgid: 4242,
+                start_time: 1,
+                boot_id: "b".into(),
+            })
+        });
+        assert!(page.contains("ml@gpu-box:2222") && page.contains("4242"), "{page}");
+        let page = view(RunState::Running, |s, _| {
+            s.resource = Some(ResourceHandle::Container {
+                id: "0123456789abcdef0123".into(),
+            })
+        });
+        assert!(
+            page.contains("0123456789ab<") || page.contains(">0123456789ab"),
+            "{page}"
+        );
+    }
+}
