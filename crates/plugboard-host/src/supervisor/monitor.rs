@@ -167,7 +167,8 @@ async fn on_exit(inner: Weak<Inner>, slot: Arc<Slot>, generation: u64, exit: Exi
                 Err(e) => ledger.set_note(
                     live.rid,
                     Some(&format!(
-                        "the worker exited; its resource is not confirmed gone ({e}); gc retries"
+                        "the worker exited; its resource is not confirmed gone ({e}): the row stays live \
+                         (and billing) until gc ends it, once this host is gone or with --all"
                     )),
                 ),
             };
