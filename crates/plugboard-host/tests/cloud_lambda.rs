@@ -225,6 +225,84 @@ fn a_lambda_gpu_plugin_end_to_end() {
 }
 
 #[test]
+fn a_worker_that_dies_on_its_instance_ends_the_row_only_once_the_instance_is_terminated() {
+    if !python_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(sshd) = Sshd::start(tmp.path()) else { return };
+    let emu = LambdaEmulator::start(&tmp.path().join("emulator"), "127.0.0.1");
+    let rt = host_runtime();
+    let data = tmp.path().join("data");
+    let sup = rt.block_on(async { supervisor_for(&data, &emu) });
+    let ledger_id = sup.with_ledger(|l| l.ledger_id().to_owned());
+    let (id, rid) = rt.block_on(async {
+        let st = sup
+            .start(gpu_manifest(tmp.path(), &sshd, "die", "lease_s = 30"))
+            .await
+            .unwrap();
+        let Some(ResourceHandle::Instance { id, .. }) = st.resource.clone() else {
+            panic!("not an instance: {:?}", st.resource)
+        };
+        let rid = st.resource_id.unwrap();
+        // The provider fails every terminate for now.
+        emu.with(|s| s.behaviour.fail_terminates = 1_000);
+        // The worker dies on the instance; the instance itself goes on.
+        let pids = marked_alive(&ledger_id);
+        assert!(!pids.is_empty());
+        for p in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        assert!(
+            wait_until(Duration::from_secs(15), || sup
+                .status("die_slow_job")
+                .is_some_and(|s| matches!(s.state, RunState::Crashed | RunState::Exited)))
+            .await,
+            "{:?}",
+            sup.status("die_slow_job")
+        );
+        // Not confirmed gone: the row stays live (and billing), saying why.
+        let note_says = || {
+            sup.with_ledger(|l| l.get(rid).unwrap().unwrap())
+                .note
+                .is_some_and(|n| n.contains("not confirmed gone"))
+        };
+        assert!(
+            wait_until(Duration::from_secs(15), note_says).await,
+            "{:?}",
+            sup.with_ledger(|l| l.get(rid).unwrap())
+        );
+        let row = sup.with_ledger(|l| l.get(rid).unwrap().unwrap());
+        assert!(row.ended_at.is_none(), "ended before the provider confirmed: {row:?}");
+        assert!(
+            matches!(row.status, ResourceStatus::Crashed | ResourceStatus::Exited),
+            "{row:?}"
+        );
+        assert_eq!(emu.live().len(), 1, "{:?}", emu.log());
+        emu.with(|s| s.behaviour.fail_terminates = 0);
+        sup.shutdown().await.ok();
+        (id, rid)
+    });
+    // The provider recovers: gc terminates it, and only then is the row ended.
+    let mut ledger = Ledger::open(&DataDir::new(&data).ledger_path()).unwrap();
+    let report = rt
+        .block_on(plugboard_host::gc(
+            &mut ledger,
+            GcOptions {
+                all: true,
+                grace: Duration::from_secs(1),
+                ..Default::default()
+            },
+            None,
+            &backends(&emu),
+        ))
+        .unwrap();
+    assert!(report.reaped.iter().any(|r| r.confirmed), "{report:?}");
+    assert_eq!(emu.status(&id).as_deref(), Some("terminated"), "{:?}", emu.log());
+    assert!(ledger.get(rid).unwrap().unwrap().ended_at.is_some());
+}
+
+#[test]
 fn refusals_come_before_any_create() {
     let tmp = tempfile::tempdir().unwrap();
     let Some(sshd) = Sshd::start(tmp.path()) else { return };
