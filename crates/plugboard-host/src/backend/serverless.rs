@@ -162,6 +162,8 @@ struct Adapter {
 }
 
 impl EndpointExecutor {
+    /// A call sent once: submitting a job (`/run`) is not idempotent, and
+    /// a retry after a lost answer would run the job twice.
     fn call(&self, what: &str, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ExecError> {
         let path = format!("/{}{path}", self.spec.endpoint_id);
         self.runtime
