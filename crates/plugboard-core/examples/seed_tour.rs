@@ -200,7 +200,7 @@ fn main() -> Result<(), CapabilityError> {
     r.gpu_count = 8;
     r.gpu_type = Some("A100".into());
     r.estimated_cost_per_hour = Some(24.50);
-    cloud.remote_resource = Some(r);
+    cloud.remote_resource = Some(Box::new(r));
     println!("Plugin: {}", cloud.title);
     println!("Execution mode: {}", cloud.execution_mode);
     println!("Is cloud: {}", py_bool(cloud.is_cloud_execution()));

@@ -90,6 +90,9 @@ where
     I: IntoIterator<Item = &'a PluginMetadata>,
 {
     let mut s = PluginStats::default();
+    // Plugins come grouped by category (a registry lists them so): count a
+    // run of one category, then add it to the map.
+    let mut run: Option<(&'a str, usize)> = None;
     for p in plugins {
         s.total += 1;
         if p.is_configured {
@@ -105,12 +108,49 @@ where
         if p.has_active_resources() {
             s.with_active_resources += 1;
         }
-        match s.by_category.get_mut(p.category.as_str()) {
-            Some(n) => *n += 1,
-            None => {
-                s.by_category.insert(p.category.clone(), 1);
+        match &mut run {
+            Some((category, n)) if *category == p.category => *n += 1,
+            _ => {
+                if let Some((category, n)) = run.replace((p.category.as_str(), 1)) {
+                    count(&mut s.by_category, category, n);
+                }
             }
         }
     }
+    if let Some((category, n)) = run {
+        count(&mut s.by_category, category, n);
+    }
     s
+}
+
+fn count(by_category: &mut BTreeMap<String, usize>, category: &str, n: usize) {
+    match by_category.get_mut(category) {
+        Some(total) => *total += n,
+        None => {
+            by_category.insert(category.to_owned(), n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_counted_whether_grouped_or_interleaved() {
+        let p = |name: &str, category: &str| PluginMetadata::new(name, category, name);
+        let list = [
+            p("a", "stt"),
+            p("b", "llm"),
+            p("c", "stt"),
+            p("d", "stt"),
+            p("e", "llm"),
+            p("f", "tts"),
+        ];
+        let stats = plugin_stats(&list);
+        assert_eq!(stats.total, 6);
+        let want: BTreeMap<String, usize> = [("llm".into(), 2), ("stt".into(), 3), ("tts".into(), 1)].into();
+        assert_eq!(stats.by_category, want);
+        assert_eq!(plugin_stats(&[] as &[PluginMetadata]).by_category.len(), 0);
+    }
 }

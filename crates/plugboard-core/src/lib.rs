@@ -27,6 +27,7 @@ pub mod metadata;
 pub mod process;
 pub mod registry;
 pub mod schema;
+mod schema_pool;
 
 pub use capability::{
     CapabilityError, CloudAware, Lifecycle, Plugin, all_managed_pids, has_active_cloud_resources, is_cloud_aware,

@@ -5,6 +5,8 @@
 //! library deserializes here and ours reads back there. Unknown fields (such
 //! as the seed's `config_dataclass`, a Python type) are accepted and ignored.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -18,8 +20,8 @@ fn default_status() -> String {
     "unknown".to_owned()
 }
 
-fn empty_object() -> Value {
-    Value::Object(Map::new())
+fn empty_object() -> Arc<Value> {
+    Arc::new(Value::Object(Map::new()))
 }
 
 /// Information about a remote or cloud resource used by a plugin
@@ -127,9 +129,11 @@ pub struct PluginMetadata {
     pub category: String,
     /// Display title.
     pub title: String,
-    /// JSON Schema of the plugin's configuration.
+    /// JSON Schema of the plugin's configuration. Shared, not copied: a
+    /// registry keeps one schema for every plugin whose schema is the same
+    /// (assign with `schema.into()`; edit with [`Arc::make_mut`]).
     #[serde(default = "empty_object")]
-    pub config_schema: Value,
+    pub config_schema: Arc<Value>,
     /// Plugin description.
     #[serde(default)]
     pub description: Option<String>,
@@ -157,9 +161,10 @@ pub struct PluginMetadata {
     /// Conda environment name, if the plugin runs in one.
     #[serde(default)]
     pub conda_env_name: Option<String>,
-    /// Remote resource information, if the plugin runs remotely.
+    /// Remote resource information, if the plugin runs remotely (boxed:
+    /// most plugins have none, and a registry holds many plugins).
     #[serde(default)]
-    pub remote_resource: Option<RemoteResource>,
+    pub remote_resource: Option<Box<RemoteResource>>,
 }
 
 impl PluginMetadata {
@@ -185,8 +190,8 @@ impl PluginMetadata {
     }
 
     /// Replaces the config schema (builder style).
-    pub fn with_schema(mut self, schema: Value) -> Self {
-        self.config_schema = schema;
+    pub fn with_schema(mut self, schema: impl Into<Arc<Value>>) -> Self {
+        self.config_schema = schema.into();
         self
     }
 
@@ -217,6 +222,6 @@ impl PluginMetadata {
     pub fn has_active_resources(&self) -> bool {
         !self.spawned_pids.is_empty()
             || self.container_id.is_some()
-            || self.remote_resource.as_ref().is_some_and(RemoteResource::is_running)
+            || self.remote_resource.as_deref().is_some_and(RemoteResource::is_running)
     }
 }

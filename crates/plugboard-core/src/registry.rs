@@ -20,6 +20,7 @@ use crate::config_store::ConfigStore;
 use crate::error::ConfigError;
 use crate::metadata::PluginMetadata;
 use crate::schema::CompiledSchema;
+use crate::schema_pool::SchemaPool;
 
 /// A domain-specific plugin system that can list its plugins without loading
 /// them (a speech-to-text manager, an LLM manager…).
@@ -109,6 +110,7 @@ pub struct UnifiedPluginRegistry {
     entries: Vec<Entry>,
     by_id: HashMap<String, usize>,
     by_category: HashMap<String, Vec<usize>>,
+    schemas: SchemaPool,
 }
 
 impl std::fmt::Debug for UnifiedPluginRegistry {
@@ -141,6 +143,7 @@ impl UnifiedPluginRegistry {
             entries: Vec::new(),
             by_id: HashMap::new(),
             by_category: HashMap::new(),
+            schemas: SchemaPool::default(),
         }
     }
 
@@ -175,14 +178,20 @@ impl UnifiedPluginRegistry {
         // One directory listing instead of a stat per plugin.
         let saved: HashSet<String> = self.store.ids().unwrap_or_default().into_iter().collect();
         let mut out = Vec::with_capacity(discovered.len());
+        self.entries.reserve_exact(discovered.len());
+        self.by_id.reserve(discovered.len());
         for mut meta in discovered {
-            meta.category = category.to_owned();
-            if let Some(schema) = manager.config_schema(&meta.name) {
-                meta.config_schema = schema;
+            if meta.category != category {
+                category.clone_into(&mut meta.category);
             }
-            meta.is_configured = saved.contains(&meta.unique_id());
+            if let Some(schema) = manager.config_schema(&meta.name) {
+                meta.config_schema = schema.into();
+            }
+            let id = meta.unique_id();
+            meta.is_configured = saved.contains(&id);
+            meta.config_schema = self.schemas.share(&meta.config_schema);
             out.push(meta.clone());
-            self.insert(meta);
+            self.insert_as(id, meta);
         }
         self.categories.insert(
             category.to_owned(),
@@ -196,8 +205,14 @@ impl UnifiedPluginRegistry {
 
     /// Adds or replaces one plugin's metadata (a replaced plugin keeps its
     /// place in registration order).
-    pub fn insert(&mut self, meta: PluginMetadata) {
-        let id = meta.unique_id();
+    pub fn insert(&mut self, mut meta: PluginMetadata) {
+        meta.config_schema = self.schemas.share(&meta.config_schema);
+        self.insert_as(meta.unique_id(), meta);
+    }
+
+    /// [`insert`](Self::insert) for a plugin whose id and shared schema are
+    /// already known.
+    fn insert_as(&mut self, id: String, meta: PluginMetadata) {
         let entry = Entry {
             meta,
             schema: OnceLock::new(),
@@ -235,6 +250,7 @@ impl UnifiedPluginRegistry {
         }
         self.entries.retain(|e| e.meta.category != category);
         self.reindex();
+        self.schemas.prune();
     }
 
     /// The manager of `category`, downcast to its concrete type; `None` when

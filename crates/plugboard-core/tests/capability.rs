@@ -174,7 +174,7 @@ fn sample() -> Vec<PluginMetadata> {
     let mut c = PluginMetadata::new("ft", "finetuning", "F").with_mode(ExecutionMode::CloudGpu);
     let mut r = RemoteResource::new(CloudProvider::Aws);
     r.status = "running".into();
-    c.remote_resource = Some(r);
+    c.remote_resource = Some(Box::new(r));
     c.is_configured = true;
     out.push(c);
     out.push(PluginMetadata::new("k8s", "finetuning", "K").with_mode(ExecutionMode::Kubernetes));

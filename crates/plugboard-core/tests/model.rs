@@ -176,7 +176,7 @@ fn our_json_reads_back_in_python() {
 fn missing_optional_fields_take_seed_defaults() {
     let m: PluginMetadata = serde_json::from_value(json!({"name": "n", "category": "c", "title": "T"})).unwrap();
     assert_eq!(m, PluginMetadata::new("n", "c", "T"));
-    assert_eq!(m.config_schema, json!({}));
+    assert_eq!(*m.config_schema, json!({}));
     let r: RemoteResource = serde_json::from_value(json!({"provider": "runpod", "status": "running"})).unwrap();
     assert_eq!(r.ssh_port, 22);
     assert_eq!(r.gpu_count, 0);
@@ -203,9 +203,9 @@ fn active_resources_follow_the_seed() {
     m.container_id = None;
     let mut r = RemoteResource::new(CloudProvider::Gcp);
     r.status = "stopped".into();
-    m.remote_resource = Some(r.clone());
+    m.remote_resource = Some(Box::new(r.clone()));
     assert!(!m.has_active_resources());
     r.status = "running".into();
-    m.remote_resource = Some(r);
+    m.remote_resource = Some(Box::new(r));
     assert!(m.has_active_resources());
 }

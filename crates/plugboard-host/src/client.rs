@@ -12,6 +12,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use plugboard_protocol::{ErrorBody, ErrorCode, MAX_RESPONSE_BYTES, PROTOCOL_VERSION, VERSION_HEADER};
@@ -98,7 +99,10 @@ pub enum Target {
 pub struct WorkerClient {
     plugin: String,
     target: Target,
-    token: Option<String>,
+    /// The headers every request carries, built once: the protocol version
+    /// and, when there is a token, the bearer (marked sensitive).
+    version: HeaderValue,
+    bearer: Option<Result<HeaderValue, String>>,
     pool: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// Limit for short requests (manifest, health, config, cancel).
     pub control_timeout: Duration,
@@ -119,10 +123,18 @@ const POOL_MAX: usize = 16;
 impl WorkerClient {
     /// A client for `plugin`'s worker at `target`, sending `token` as bearer.
     pub fn new(plugin: impl Into<String>, target: Target, token: Option<String>) -> Self {
+        let bearer = token.map(|t| match HeaderValue::from_str(&format!("Bearer {t}")) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                Ok(v)
+            }
+            Err(_) => Err("the token is not a valid HTTP header value".to_owned()),
+        });
         WorkerClient {
             plugin: plugin.into(),
             target,
-            token,
+            version: HeaderValue::from(PROTOCOL_VERSION),
+            bearer,
             pool: Mutex::new(Vec::new()),
             control_timeout: Duration::from_secs(10),
         }
@@ -216,19 +228,29 @@ impl WorkerClient {
     }
 
     fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Request<Full<Bytes>>, CallError> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "worker")
-            .header(VERSION_HEADER, PROTOCOL_VERSION.to_string());
-        if let Some(t) = &self.token {
-            b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        let json = body.is_some();
+        let mut req = Request::new(Full::new(body.unwrap_or_default()));
+        *req.method_mut() = method;
+        *req.uri_mut() = path
+            .parse()
+            .map_err(|e| self.transport(format!("cannot build request for {path}: {e}")))?;
+        let h = req.headers_mut();
+        h.insert(hyper::header::HOST, HeaderValue::from_static("worker"));
+        h.insert(VERSION_HEADER, self.version.clone());
+        match &self.bearer {
+            Some(Ok(b)) => {
+                h.insert(hyper::header::AUTHORIZATION, b.clone());
+            }
+            Some(Err(e)) => return Err(self.transport(format!("cannot build request: {e}"))),
+            None => {}
         }
-        if body.is_some() {
-            b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+        if json {
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
-        b.body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| self.transport(format!("cannot build request: {e}")))
+        Ok(req)
     }
 
     /// Sends a request and returns the response with its body unread; the

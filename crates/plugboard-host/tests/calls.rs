@@ -301,6 +301,39 @@ async fn a_worker_that_is_not_its_manifest_is_refused_at_start() {
     assert!(chain.contains("config schema"), "{chain}");
 }
 
+/// The Rust worker runs a call on its connection's thread; a caller that
+/// gives up (its connection closes) must still stop the call, through the
+/// plugin's own cancel checks, not leave it running to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_caller_gives_up_is_cancelled_in_the_rust_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sup = supervisor(&tmp.path().join("d"));
+    sup.start(rust_worker_manifest(tmp.path())).await.unwrap();
+    let h = sup.handle("demo_slow_job").unwrap();
+    // 500 steps of 10 ms: 5 s when nobody stops it.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        h.execute(json!({"steps": 500, "step_ms": 10})),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call should still have been running");
+    let since = std::time::Instant::now();
+    let mut active = u32::MAX;
+    while since.elapsed() < Duration::from_secs(2) {
+        active = h.health().await.unwrap().active_calls;
+        if active == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(active, 0, "the abandoned call went on running");
+    // The worker still serves.
+    assert_eq!(
+        h.execute(json!({"steps": 1, "step_ms": 0})).await.unwrap()["steps_done"],
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_crash_mid_call_is_an_error_not_a_hang() {
     let tmp = tempfile::tempdir().unwrap();

@@ -44,11 +44,16 @@ impl ExecError {
 }
 
 type EventSink = Box<dyn Fn(StreamEvent) + Send + Sync>;
+type GoneProbe = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// What a running call sees: its cancel flag and a way to report progress.
 pub struct CallContext {
     cancelled: Arc<AtomicBool>,
     sink: Option<EventSink>,
+    /// Asked when the flag is not set: has the caller gone away? (A worker
+    /// that runs a call on its connection's thread cannot watch the socket
+    /// meanwhile, so the plugin's own check looks.)
+    gone: Option<GoneProbe>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -65,12 +70,33 @@ impl CallContext {
         CallContext {
             cancelled: Arc::new(AtomicBool::new(false)),
             sink: None,
+            gone: None,
         }
     }
 
     /// A context sharing `cancelled` and sending events to `sink`.
     pub fn with(cancelled: Arc<AtomicBool>, sink: Option<EventSink>) -> Self {
-        CallContext { cancelled, sink }
+        CallContext {
+            cancelled,
+            sink,
+            gone: None,
+        }
+    }
+
+    /// The same context, also cancelled once `gone` answers true (asked by
+    /// [`is_cancelled`](Self::is_cancelled) while the flag is not set; it
+    /// should be cheap and must not block).
+    ///
+    /// ```
+    /// use plugboard_protocol::CallContext;
+    ///
+    /// let ctx = CallContext::new().cancelled_when(|| true);
+    /// assert!(ctx.is_cancelled());
+    /// assert!(ctx.cancel_flag().load(std::sync::atomic::Ordering::SeqCst));
+    /// ```
+    pub fn cancelled_when(mut self, gone: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.gone = Some(Box::new(gone));
+        self
     }
 
     /// The cancel flag (set it to cancel the call).
@@ -80,7 +106,14 @@ impl CallContext {
 
     /// True once the caller asked to cancel; long calls check it often.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
+        if self.cancelled.load(Ordering::SeqCst) {
+            return true;
+        }
+        let gone = self.gone.as_ref().is_some_and(|gone| gone());
+        if gone {
+            self.cancelled.store(true, Ordering::SeqCst);
+        }
+        gone
     }
 
     /// `Err(Cancelled)` once cancelled, for `?` in loops.
@@ -130,8 +163,11 @@ pub trait Executor: Send + Sync + 'static {
     /// Validates and applies `config`.
     fn apply_config(&self, config: Value) -> Result<(), Vec<Violation>>;
 
-    /// Runs one call. Blocking is fine: hosts and SDKs run it off their
-    /// async threads.
+    /// Runs one call. Blocking is fine: it never runs on an async runtime's
+    /// thread (the Rust worker SDK runs a call on its connection's own
+    /// thread, with the runtime's handle entered so the plugin may
+    /// `block_on` it; the host runs in-process plugins on the blocking
+    /// pool). A caller that goes away shows as [`CallContext::is_cancelled`].
     fn execute(&self, input: Value, ctx: &CallContext) -> Result<Value, ExecError>;
 }
 

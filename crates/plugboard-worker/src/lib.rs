@@ -4,7 +4,8 @@
 //! [`plugboard_protocol::Executor`]) and call [`run`] from `main`. The SDK
 //! serves protocol v1 on the address the host gives in `PLUGBOARD_LISTEN`
 //! (a Unix socket path, or `tcp://HOST:PORT`), requires the bearer token in
-//! `PLUGBOARD_TOKEN` when one is given, runs calls off the async threads,
+//! `PLUGBOARD_TOKEN` when one is given, runs each call on its connection's
+//! own thread (outside any async runtime, so blocking is fine),
 //! streams progress as NDJSON, honours cancel, and exits when its stdin
 //! closes (the host died) or on `POST /v1/shutdown`.
 //!
@@ -34,6 +35,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod body;
+mod conn;
 mod server;
 
-pub use server::{Listen, ServeError, Server, run, serve};
+pub use server::{Listen, MAX_CONNECTIONS, ServeError, Server, run, serve};

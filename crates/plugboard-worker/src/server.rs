@@ -1,18 +1,22 @@
 //! The protocol v1 server.
+//!
+//! The listener is async (it waits for connections and for shutdown); each
+//! connection is then served on a thread of its own ([`crate::conn`]),
+//! which runs the plugin's code for the calls it reads.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use plugboard_protocol::{
     CallContext, CancelRequest, CancelResponse, ConfigResult, ErrorBody, ErrorCode, ExecError, ExecuteRequest,
     ExecuteResponse, Executor, Health, LISTEN_ENV, MAX_REQUEST_BYTES, PROTOCOL_VERSION, StreamEvent, TOKEN_ENV,
@@ -20,11 +24,15 @@ use plugboard_protocol::{
 };
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Notify, mpsc};
 
 use crate::body::{ChannelBody, ResponseBody, full};
+use crate::conn::{self, Closing, Socket};
+
+/// Connections served at once; one more is closed as soon as it is
+/// accepted (each holds a thread).
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +81,8 @@ struct State {
     calls: Mutex<HashMap<String, Arc<AtomicBool>>>,
     active: AtomicU32,
     shutdown: Notify,
+    closing: Closing,
+    connections: AtomicUsize,
 }
 
 /// A configured server: an executor, an address and an optional token.
@@ -91,13 +101,28 @@ impl Server {
                 calls: Mutex::new(HashMap::new()),
                 active: AtomicU32::new(0),
                 shutdown: Notify::new(),
+                closing: Closing::default(),
+                connections: AtomicUsize::new(0),
             }),
             listen,
         }
     }
 
-    /// Serves until `POST /v1/shutdown`.
+    /// Serves until `POST /v1/shutdown` (or until this future is dropped).
+    ///
+    /// Each connection is served on a thread of its own that has this
+    /// runtime's handle entered, so a plugin may `block_on` it; when serving
+    /// ends, idle connections close at once and busy ones after their call.
     pub async fn serve(self) -> Result<(), ServeError> {
+        /// Closes every connection when serving ends, however it ends.
+        struct CloseOnDrop(Arc<State>);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                self.0.closing.close();
+            }
+        }
+        let _close = CloseOnDrop(Arc::clone(&self.state));
+        let rt = tokio::runtime::Handle::current();
         match &self.listen {
             Listen::Unix(path) => {
                 let _ = std::fs::remove_file(path);
@@ -113,8 +138,8 @@ impl Server {
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                spawn_conn(stream, Arc::clone(&self.state));
+                            if let Ok(stream) = accepted.and_then(|(s, _)| s.into_std()) {
+                                spawn_conn(stream, &self.state, &rt);
                             }
                         }
                         _ = self.state.shutdown.notified() => break,
@@ -133,7 +158,9 @@ impl Server {
                         accepted = listener.accept() => {
                             if let Ok((stream, _)) = accepted {
                                 let _ = stream.set_nodelay(true);
-                                spawn_conn(stream, Arc::clone(&self.state));
+                                if let Ok(stream) = stream.into_std() {
+                                    spawn_conn(stream, &self.state, &rt);
+                                }
                             }
                         }
                         _ = self.state.shutdown.notified() => break,
@@ -175,17 +202,46 @@ fn notify_ready() {
     }
 }
 
-fn spawn_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, state: Arc<State>) {
-    tokio::spawn(async move {
-        let svc = service_fn(move |req| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, std::convert::Infallible>(handle(req, state).await) }
+/// Counts one connection until dropped.
+struct ConnSlot(Arc<State>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves `stream` (non-blocking) on a new thread that has `rt` entered.
+fn spawn_conn<S: Socket>(stream: S, state: &Arc<State>, rt: &tokio::runtime::Handle) {
+    if state.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        state.connections.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!("refused a connection: {MAX_CONNECTIONS} are open already");
+        return;
+    }
+    let slot = ConnSlot(Arc::clone(state));
+    let rt = rt.clone();
+    let spawned = std::thread::Builder::new()
+        .name("plugboard-conn".into())
+        .spawn(move || {
+            let _rt = rt.enter();
+            let state = Arc::clone(&slot.0);
+            let r = conn::serve_connection(stream, &slot.0.closing, move |io, fd| {
+                let svc = service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, std::convert::Infallible>(handle(req, state, fd).await) }
+                });
+                http1::Builder::new()
+                    .keep_alive(true)
+                    .auto_date_header(false)
+                    .serve_connection(io, svc)
+            });
+            if let Err(conn::Stopped::Io(e)) = r {
+                tracing::warn!(error = %e, "a connection's wait failed");
+            }
         });
-        let _ = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), svc)
-            .await;
-    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread for a connection");
+    }
 }
 
 /// Serves `executor` on the address and token from the environment until
@@ -206,11 +262,9 @@ pub fn run<E: Executor>(executor: E) -> ExitCode {
             std::process::exit(0);
         });
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // The runtime only accepts connections; calls run on their
+    // connections' threads.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&ServeError::Runtime(e)),
     };
@@ -281,7 +335,38 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     serde_json::from_slice(&bytes).map_err(|e| error(ErrorCode::BadRequest, format!("request body is not valid: {e}")))
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseBody> {
+/// Runs `f`, turning a panic into a failed call.
+fn guarded<T>(f: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ExecError::Failed(format!("the plugin panicked: {why}")))
+    })
+}
+
+/// Is the caller on socket `fd` gone? Asked by a call's cancel check, at
+/// most once per [`GONE_CHECK_EVERY`] (a check is a system call).
+fn caller_gone(fd: std::os::fd::RawFd) -> impl Fn() -> bool + Send + Sync + 'static {
+    let base = Instant::now();
+    let last = AtomicU64::new(0);
+    move || {
+        let now = base.elapsed().as_nanos() as u64;
+        let prev = last.load(Ordering::Relaxed);
+        if prev != 0 && now.saturating_sub(prev) < GONE_CHECK_EVERY.as_nanos() as u64 {
+            return false;
+        }
+        last.store(now.max(1), Ordering::Relaxed);
+        conn::peer_gone(fd)
+    }
+}
+
+/// How often a call's cancel check looks at its connection.
+const GONE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+async fn handle(req: Request<Incoming>, state: Arc<State>, fd: std::os::fd::RawFd) -> Response<ResponseBody> {
     if let Some(token) = &state.token {
         let given = req
             .headers()
@@ -333,16 +418,19 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseB
                 Err(r) => return r,
             };
             let apply = p == paths::CONFIG_APPLY;
-            let exec = Arc::clone(&state.executor);
-            let result = tokio::task::spawn_blocking(move || {
-                if apply {
+            let exec = &state.executor;
+            // Run here, on the connection's thread (see `crate::conn`).
+            let result = guarded(|| {
+                Ok(if apply {
                     exec.apply_config(config).err().unwrap_or_default()
                 } else {
                     exec.validate_config(&config)
-                }
-            })
-            .await
-            .unwrap_or_default();
+                })
+            });
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => return error(ErrorCode::PluginError, e.to_string()),
+            };
             // An invalid config is a successful answer that says so.
             json(
                 StatusCode::OK,
@@ -360,12 +448,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseB
             // Dropped on every path, including the client going away while
             // this future waits: the call is then cancelled and forgotten.
             let guard = CallGuard::begin(&state, call.request_id.clone());
-            let exec = Arc::clone(&state.executor);
-            let ctx_flag = Arc::clone(&guard.flag);
-            let result =
-                tokio::task::spawn_blocking(move || exec.execute(call.input, &CallContext::with(ctx_flag, None)))
-                    .await
-                    .unwrap_or_else(|e| Err(ExecError::Failed(format!("the plugin panicked: {e}"))));
+            // The call runs here, on the connection's thread, which has
+            // nothing else to do meanwhile (see `crate::conn`); a caller
+            // that goes away is seen by the plugin's own cancel checks.
+            let ctx = CallContext::with(Arc::clone(&guard.flag), None).cancelled_when(caller_gone(fd));
+            let result = guarded(|| state.executor.execute(call.input, &ctx));
             drop(guard);
             match result {
                 Ok(output) => json(StatusCode::OK, &ExecuteResponse { output }),
@@ -416,19 +503,21 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<ResponseB
 /// ignores it; an abandoned one stops).
 struct CallGuard {
     state: Arc<State>,
-    id: String,
+    /// The id it can be cancelled by; a call sent without one cannot be.
+    id: Option<String>,
     flag: Arc<AtomicBool>,
 }
 
 impl CallGuard {
     fn begin(state: &Arc<State>, id: Option<String>) -> CallGuard {
-        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let flag = Arc::new(AtomicBool::new(false));
-        state
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), Arc::clone(&flag));
+        if let Some(id) = &id {
+            state
+                .calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), Arc::clone(&flag));
+        }
         state.active.fetch_add(1, Ordering::SeqCst);
         CallGuard {
             state: Arc::clone(state),
@@ -442,11 +531,9 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         self.flag.store(true, Ordering::SeqCst);
         self.state.active.fetch_sub(1, Ordering::SeqCst);
-        self.state
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        if let Some(id) = &self.id {
+            self.state.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        }
     }
 }
 
@@ -472,16 +559,16 @@ fn stream(state: Arc<State>, call: ExecuteRequest) -> Response<ResponseBody> {
             }
         })),
     );
-    tokio::spawn(async move {
-        let result = tokio::task::spawn_blocking(move || exec.execute(call.input, &ctx))
-            .await
-            .unwrap_or_else(|e| Err(ExecError::Failed(format!("the plugin panicked: {e}"))));
+    // The connection's thread writes the events as they come, so the
+    // call runs on the blocking pool of the runtime it has entered.
+    tokio::task::spawn_blocking(move || {
+        let result = guarded(|| exec.execute(call.input, &ctx));
         drop(guard);
         let last = match result {
             Ok(output) => StreamEvent::Result { output },
             Err(e) => StreamEvent::Error { error: e.to_info() },
         };
-        let _ = tx.send(line(&last)).await;
+        let _ = tx.blocking_send(line(&last));
     });
     let mut resp = Response::new(ChannelBody::boxed_from(rx));
     resp.headers_mut().insert(

@@ -530,7 +530,7 @@ impl Supervisor {
                 r.region = Some(region.clone());
                 r.instance_id = Some(instance.clone());
                 r.endpoint_url = st.endpoint.clone();
-                m.remote_resource = Some(r);
+                m.remote_resource = Some(Box::new(r));
             }
             Some(ResourceHandle::RemoteProcess {
                 host,
@@ -550,7 +550,7 @@ impl Supervisor {
                 r.endpoint_url = st.endpoint.clone();
                 r.metadata.insert("remote_pid".into(), Value::from(*pid));
                 r.metadata.insert("boot_id".into(), Value::from(boot_id.clone()));
-                m.remote_resource = Some(r);
+                m.remote_resource = Some(Box::new(r));
             }
             _ => {}
         }

@@ -439,7 +439,7 @@ mod tests {
             rr.instance_id = Some("i-0abc".into());
             rr.gpu_count = 8;
             rr.gpu_type = Some("A100".into());
-            info.metadata.remote_resource = Some(rr);
+            info.metadata.remote_resource = Some(Box::new(rr));
             info.resources.estimated_cost_per_hour = Some(24.5);
         });
         assert!(page.contains("id=\"provisioning-note\""), "{page}");
