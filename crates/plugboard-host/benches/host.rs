@@ -63,11 +63,9 @@ fn main() {
         return;
     }
     if std::env::var_os("PLUGBOARD_BENCH_RUNTIME").is_some() {
-        // This binary's start plus the worker SDK's runtime, doing nothing.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build();
+        // This binary's start plus the worker SDK's runtime (the one that
+        // accepts connections), doing nothing.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
         drop(rt);
         return;
     }
@@ -142,7 +140,7 @@ fn main() {
         ),
     );
     // References: this same binary exec'd and exiting at once, and with the
-    // SDK's two-thread runtime built and dropped (the worker's own floor).
+    // SDK's runtime built and dropped (the worker's own floor).
     let exe_s = exe.display().to_string();
     let spawn_env = |var: &str| -> Vec<Duration> {
         (0..50)
@@ -163,7 +161,7 @@ fn main() {
     let mut self_rt = spawn_env("PLUGBOARD_BENCH_RUNTIME");
     let self_rt_p50 = pct(&mut self_rt, 0.5);
     report(
-        "reference: the same + a 2-thread tokio runtime",
+        "reference: the same + the SDK's tokio runtime",
         &mut self_rt,
         Some(("/bin/true", true_p50)),
     );
