@@ -21,14 +21,15 @@ stdout as usual: the protocol never uses it.
 """
 
 import hmac
+import http
 import http.server
+import itertools
 import json
 import os
 import socket
 import socketserver
 import sys
 import threading
-import uuid
 
 __all__ = ["Worker", "Context", "ExecError", "InvalidInput", "Cancelled", "run", "serve", "validate", "PROTOCOL_VERSION"]
 
@@ -223,9 +224,12 @@ class _State:
         self.calls = {}
         self.lock = threading.Lock()
         self.server = None
+        self.anonymous = itertools.count()
 
     def register(self, request_id):
-        request_id = request_id or str(uuid.uuid4())
+        # A call sent without an id cannot be cancelled by id: a counter
+        # names it (health counts it) without asking the OS for randomness.
+        request_id = request_id or "anonymous-%d" % next(self.anonymous)
         event = threading.Event()
         with self.lock:
             self.calls[request_id] = event
@@ -252,16 +256,21 @@ def _handler(state):
             super().send_response(code, message)
 
         def _send(self, status, body, content_type="application/json", close=False):
+            # Head and body in one write: written apart, the host may wake
+            # for the head alone and wait again for the body.
             data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
+            self._answered = True
+            head = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+                status,
+                _REASONS.get(status, ""),
+                content_type,
+                len(data),
+            )
             if close:
                 # Announced, so the client does not reuse the connection.
-                self.send_header("Connection", "close")
+                head += "Connection: close\r\n"
                 self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(head.encode("latin-1") + b"\r\n" + data)
 
         def _error(self, status, code, message, close=False):
             self._send(status, {"error": {"code": code, "message": message}}, close=close)
@@ -509,6 +518,8 @@ def _handler(state):
 
     return Handler
 
+
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
 # Returned by the body reader after it has already answered with an error
 # (a JSON null body is a valid body, so None cannot mean that).
