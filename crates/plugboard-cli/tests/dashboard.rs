@@ -3,6 +3,7 @@
 //! of each page are saved under target/screenshots/.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +16,21 @@ struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process started as the leader of its own process group, killed with
+/// the whole group: chromedriver and the Chromium it starts, which would
+/// outlive a killed chromedriver otherwise.
+struct KillGroup(Child);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.0.wait();
     }
 }
@@ -108,7 +124,7 @@ struct Browser {
     c: Client,
     base: String,
     _host: Kill,
-    _driver: Kill,
+    _driver: KillGroup,
 }
 
 async fn browser(tmp: &Path) -> Browser {
@@ -133,8 +149,9 @@ async fn browser(tmp: &Path) -> Browser {
             .unwrap(),
     );
     let wd = free_port();
-    let driver = Kill(
+    let driver = KillGroup(
         Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={wd}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -246,6 +246,36 @@ class SdkTest(unittest.TestCase):
                 self.assertEqual(headers.get("connection"), "close", (extra, payload))
                 self.assertIsNone(self.read_response(reader))
 
+    def test_request_heads_are_read_exactly(self):
+        # Field names in any case, HTTP/1.0 closing, malformed heads refused.
+        sock, reader = self.raw()
+        with sock, reader:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nhOsT: w\r\nAUTHORIZATION: Bearer secret\r\n\r\n")
+            status, headers, raw = self.read_response(reader)
+            self.assertEqual(status, 200, raw)
+            self.assertEqual(json.loads(raw)["status"], "ok")
+            self.assertNotEqual(headers.get("connection"), "close")
+        cases = [
+            (b"GET /v1/health HTTP/1.0\r\nAuthorization: Bearer secret\r\n\r\n", 200),
+            (b"GET /v1/health HTTP/1.1\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n", 200),
+            (b"GET /v1/health HTTP/1.1\r\nAuthorization: Bearer secret\r\nno colon here\r\n\r\n", 400),
+            (b"GET /v1/health HTTP/1.1\r\nAuthorization : Bearer secret\r\n\r\n", 400),
+            (b"GET /v1/health HTTP/1.1\r\nAuthorization: Bearer secret\r\n folded\r\n\r\n", 400),
+            (b"GET /v1/health HTTP/x.y\r\n\r\n", 400),
+            (b"GET /v1/health HTTP/2.0\r\n\r\n", 505),
+            (b"GET /v1/health\r\n\r\n", 400),
+            (b"GET /v1/health HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+            (b"GET /v1/health HTTP/1.1\r\nX-A: " + b"b" * 70000 + b"\r\n\r\n", 431),
+        ]
+        for request, expected in cases:
+            sock, reader = self.raw()
+            with sock, reader:
+                sock.sendall(request)
+                status, _, raw = self.read_response(reader)
+                self.assertEqual(status, expected, (request[:60], raw[:200]))
+                # Each of these ends the connection after its answer.
+                self.assertIsNone(self.read_response(reader), request[:60])
+
 
 if __name__ == "__main__":
     unittest.main()
