@@ -64,45 +64,41 @@ fn read_uninit(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<u
     }
 }
 
-impl<S: AsRawFd + io::Write + Unpin> hyper::rt::Read for Io<S> {
+/// One non-blocking IO attempt, retried when interrupted; one that would
+/// block records `interest` and is `Pending`.
+fn attempt<T>(interest: &AtomicBool, mut io: impl FnMut() -> io::Result<T>) -> Poll<io::Result<T>> {
+    loop {
+        match io() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                interest.store(true, Ordering::Relaxed);
+                return Poll::Pending;
+            }
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
+impl<S: Socket> hyper::rt::Read for Io<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let fd = self.stream.as_raw_fd();
-        loop {
-            // SAFETY: only the bytes read(2) wrote are marked filled.
-            let r = read_uninit(fd, unsafe { buf.as_mut() });
-            match r {
-                Ok(n) => {
-                    // SAFETY: read(2) initialised the first `n` bytes.
-                    unsafe { buf.advance(n) };
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.interest.read.store(true, Ordering::Relaxed);
-                    return Poll::Pending;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // SAFETY: only the bytes read(2) wrote are marked filled.
+        let read = attempt(&self.interest.read, || read_uninit(fd, unsafe { buf.as_mut() }));
+        read.map_ok(|n| {
+            // SAFETY: read(2) initialised the first `n` bytes.
+            unsafe { buf.advance(n) };
+        })
     }
 }
 
-impl<S: AsRawFd + io::Write + Unpin> hyper::rt::Write for Io<S> {
+impl<S: Socket> hyper::rt::Write for Io<S> {
     fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            match self.stream.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.interest.write.store(true, Ordering::Relaxed);
-                    return Poll::Pending;
-                }
-                other => return Poll::Ready(other),
-            }
-        }
+        let Io { stream, interest } = &mut *self;
+        attempt(&interest.write, || stream.write(buf))
     }
 
     fn poll_write_vectored(
@@ -110,16 +106,8 @@ impl<S: AsRawFd + io::Write + Unpin> hyper::rt::Write for Io<S> {
         _cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match self.stream.write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.interest.write.store(true, Ordering::Relaxed);
-                    return Poll::Pending;
-                }
-                other => return Poll::Ready(other),
-            }
-        }
+        let Io { stream, interest } = &mut *self;
+        attempt(&interest.write, || stream.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -131,8 +119,8 @@ impl<S: AsRawFd + io::Write + Unpin> hyper::rt::Write for Io<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // SAFETY: shutdown(2) on a descriptor this value owns.
-        unsafe { nix::libc::shutdown(self.stream.as_raw_fd(), nix::libc::SHUT_WR) };
+        // Best effort, as a close follows: the peer sees the end either way.
+        let _ = self.stream.shutdown_write();
         Poll::Ready(Ok(()))
     }
 }
@@ -276,9 +264,22 @@ pub(crate) fn peer_gone(fd: RawFd) -> bool {
 }
 
 /// A socket hyper can serve through [`drive`].
-pub(crate) trait Socket: AsRawFd + AsFd + io::Write + Unpin + Send + 'static {}
-impl Socket for UnixStream {}
-impl Socket for std::net::TcpStream {}
+pub(crate) trait Socket: AsRawFd + AsFd + io::Write + Unpin + Send + 'static {
+    /// Shuts down the writing half.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Socket for UnixStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Socket for std::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
 
 /// Serves one connection to its end on this thread with `serve`, which is
 /// given the connection's IO and the raw descriptor (for [`peer_gone`]).

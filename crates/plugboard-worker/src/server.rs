@@ -351,14 +351,14 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> 
 /// most once per [`GONE_CHECK_EVERY`] (a check is a system call).
 fn caller_gone(fd: std::os::fd::RawFd) -> impl Fn() -> bool + Send + Sync + 'static {
     let base = Instant::now();
-    let last = AtomicU64::new(0);
+    // Nanoseconds since `base` before which the socket is not asked again.
+    let next_check = AtomicU64::new(0);
     move || {
         let now = base.elapsed().as_nanos() as u64;
-        let prev = last.load(Ordering::Relaxed);
-        if prev != 0 && now.saturating_sub(prev) < GONE_CHECK_EVERY.as_nanos() as u64 {
+        if now < next_check.load(Ordering::Relaxed) {
             return false;
         }
-        last.store(now.max(1), Ordering::Relaxed);
+        next_check.store(now + GONE_CHECK_EVERY.as_nanos() as u64, Ordering::Relaxed);
         conn::peer_gone(fd)
     }
 }
