@@ -1,7 +1,8 @@
 //! Host benchmarks, each next to a reference measured in the same run:
 //!
 //! * start-to-ready with `ready = "none"`, and with the protocol health and
-//!   manifest checks for a minimal Rust worker and a Python worker, next to
+//!   manifest checks for a minimal Rust worker (the SDK's `echo_worker`
+//!   example, built by the bench) and a Python worker, next to
 //!   fork+exec+wait of `/bin/true` and of `python3 -c pass`;
 //! * stop latency of a ~50-process tree (grace 0.2 s, one process ignores
 //!   SIGTERM), next to SIGKILL+wait of 50 plain children;
@@ -10,6 +11,9 @@
 //!
 //! Run pinned, so subject and reference share one CPU:
 //! `taskset -c 0 cargo bench -p plugboard-host --bench host`
+//!
+//! `PLUGBOARD_BENCH_ONLY=none,rust,python,tree,gc` runs only the named
+//! parts (the references they need are always measured).
 
 mod support;
 
@@ -54,25 +58,17 @@ fn manifest(dir: &Path, name: &str, body: &str) -> Arc<Manifest> {
     Arc::new(Manifest::load(&p).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// Whether `PLUGBOARD_BENCH_ONLY` (a comma-separated list) selects `part`;
+/// everything runs when it is unset.
+fn selected(part: &str) -> bool {
+    std::env::var("PLUGBOARD_BENCH_ONLY").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn main() {
-    if std::env::var_os("PLUGBOARD_BENCH_EXIT").is_some() {
-        return;
-    }
-    if std::env::var_os("PLUGBOARD_BENCH_RUNTIME").is_some() {
-        // This binary's start plus the worker SDK's runtime (the one that
-        // accepts connections), doing nothing.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        drop(rt);
-        return;
-    }
-    if std::env::var_os("PLUGBOARD_BENCH_WORKER").is_some() {
-        let _ = plugboard_worker::run(plugboard_protocol::Typed::new(plugboard_examples::Reverse));
-        return;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -109,205 +105,205 @@ fn main() {
     let py_p50 = pct(&mut py_ref, 0.5);
     report("reference: fork+exec+wait python3 -c pass", &mut py_ref, None);
 
-    // start-to-ready, ready = none.
-    let none = manifest(
-        tmp.path(),
-        "none",
-        "execution_mode = \"subprocess\"\nready = \"none\"\nstop_grace_s = 0\n[launch]\ncommand = \"/bin/sleep\"\nargs = [\"60\"]\n",
-    );
-    let mut s = Vec::new();
-    for _ in 0..100 {
-        let t = Instant::now();
-        rt.block_on(sup.start(Arc::clone(&none)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.push(t.elapsed());
-        rt.block_on(sup.stop("bench_none")).unwrap_or_else(|e| panic!("{e}"));
+    if selected("none") {
+        // start-to-ready, ready = none.
+        let none = manifest(
+            tmp.path(),
+            "none",
+            "execution_mode = \"subprocess\"\nready = \"none\"\nstop_grace_s = 0\n[launch]\ncommand = \"/bin/sleep\"\nargs = [\"60\"]\n",
+        );
+        let mut s = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            rt.block_on(sup.start(Arc::clone(&none)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.push(t.elapsed());
+            rt.block_on(sup.stop("bench_none")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        report(
+            "start-to-ready, ready = none (/bin/sleep)",
+            &mut s,
+            Some(("/bin/true", true_p50)),
+        );
     }
-    report(
-        "start-to-ready, ready = none (/bin/sleep)",
-        &mut s,
-        Some(("/bin/true", true_p50)),
-    );
-
-    // start-to-ready, protocol health + manifest check (minimal Rust worker: this binary).
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let rust = manifest(
-        tmp.path(),
-        "reverse",
-        &format!(
-            "execution_mode = \"subprocess\"\nversion = \"0.1.0\"\nstop_grace_s = 1\n[launch]\ncommand = \"{}\"\nenv = {{ PLUGBOARD_BENCH_WORKER = \"1\" }}\n",
-            exe.display()
-        ),
-    );
-    // References: this same binary exec'd and exiting at once, and with the
-    // SDK's runtime built and dropped (the worker's own floor).
-    let exe_s = exe.display().to_string();
-    let spawn_env = |var: &str| -> Vec<Duration> {
-        (0..50)
+    if selected("rust") {
+        // start-to-ready, protocol health + manifest check, minimal Rust
+        // worker: the SDK's echo example, a binary of its own.
+        let echo = support::echo_worker();
+        let rust = manifest(
+            tmp.path(),
+            "echo",
+            &format!(
+                "execution_mode = \"subprocess\"\nversion = \"0.1.0\"\nstop_grace_s = 1\n[launch]\ncommand = \"{}\"\n",
+                echo.display()
+            ),
+        );
+        // Reference: the same binary exec'd with no address, so it builds
+        // the SDK's runtime, finds nothing to serve and exits (the worker's
+        // own floor).
+        let mut floor: Vec<Duration> = (0..100)
             .map(|_| {
                 let t = Instant::now();
-                let _ = Command::new(&exe_s).env(var, "1").status();
+                let _ = Command::new(&echo)
+                    .env_remove("PLUGBOARD_LISTEN")
+                    .stdin(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .status();
                 t.elapsed()
             })
-            .collect()
-    };
-    let mut self_exec = spawn_env("PLUGBOARD_BENCH_EXIT");
-    let self_exec_p50 = pct(&mut self_exec, 0.5);
-    report(
-        "reference: fork+exec+wait of this binary",
-        &mut self_exec,
-        Some(("/bin/true", true_p50)),
-    );
-    let mut self_rt = spawn_env("PLUGBOARD_BENCH_RUNTIME");
-    let self_rt_p50 = pct(&mut self_rt, 0.5);
-    report(
-        "reference: the same + the SDK's tokio runtime",
-        &mut self_rt,
-        Some(("/bin/true", true_p50)),
-    );
-    let mut s = Vec::new();
-    for _ in 0..50 {
-        let t = Instant::now();
-        rt.block_on(sup.start(Arc::clone(&rust)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.push(t.elapsed());
-        rt.block_on(sup.stop("bench_reverse")).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let rust_p50 = pct(&mut s, 0.5);
-    report(
-        "start-to-ready, protocol (minimal Rust worker)",
-        &mut s,
-        Some(("/bin/true", true_p50)),
-    );
-    println!(
-        "  = {:.1}x this binary's exec, {:.1}x its exec + runtime",
-        rust_p50.as_secs_f64() / self_exec_p50.as_secs_f64(),
-        rust_p50.as_secs_f64() / self_rt_p50.as_secs_f64()
-    );
-
-    // start-to-ready, protocol health (Python worker).
-    let worker = root().join("crates/plugboard-host/tests/fixtures/health_worker.py");
-    let proto = manifest(
-        tmp.path(),
-        "proto",
-        &format!(
-            "execution_mode = \"subprocess\"\nstop_grace_s = 1\n[launch]\ncommand = \"python3\"\nargs = [\"{}\"]\n",
-            worker.display()
-        ),
-    );
-    let mut s = Vec::new();
-    for _ in 0..20 {
-        let t = Instant::now();
-        rt.block_on(sup.start(Arc::clone(&proto)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.push(t.elapsed());
-        rt.block_on(sup.stop("bench_proto")).unwrap_or_else(|e| panic!("{e}"));
-    }
-    report(
-        "start-to-ready, protocol health (Python worker)",
-        &mut s,
-        Some(("python3 -c pass", py_p50)),
-    );
-
-    // Stop latency of a 52-process tree.
-    let tree = root().join("examples/plugins/process_tree/tree.py");
-    let grace = 0.2;
-    let big = manifest(
-        tmp.path(),
-        "tree",
-        &format!(
-            "execution_mode = \"subprocess\"\nready = {{ log_line = \"^tree ready$\" }}\nstop_grace_s = {grace}\n[launch]\ncommand = \"python3\"\nargs = [\"-u\", \"{}\", \"7\", \"6\"]\n",
-            tree.display()
-        ),
-    );
-    let mut s = Vec::new();
-    let mut sizes = Vec::new();
-    for _ in 0..10 {
-        rt.block_on(sup.start(Arc::clone(&big)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::thread::sleep(Duration::from_millis(100));
-        sizes.push(sup.tree_pids("bench_tree").len());
-        let t = Instant::now();
-        rt.block_on(sup.stop("bench_tree")).unwrap_or_else(|e| panic!("{e}"));
-        s.push(t.elapsed().saturating_sub(Duration::from_secs_f64(grace)));
-    }
-    let mut kill_ref = Vec::new();
-    for _ in 0..10 {
-        let mut kids: Vec<_> = (0..50)
-            .filter_map(|_| Command::new("/bin/sleep").arg("60").spawn().ok())
             .collect();
-        let t = Instant::now();
-        for k in &mut kids {
-            let _ = k.kill();
+        let floor_p50 = pct(&mut floor, 0.5);
+        report(
+            "reference: fork+exec+wait of the worker binary, no address",
+            &mut floor,
+            Some(("/bin/true", true_p50)),
+        );
+        let mut s = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            rt.block_on(sup.start(Arc::clone(&rust)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.push(t.elapsed());
+            rt.block_on(sup.stop("bench_echo")).unwrap_or_else(|e| panic!("{e}"));
         }
-        for k in &mut kids {
-            let _ = k.wait();
+        let rust_p50 = pct(&mut s, 0.5);
+        report(
+            "start-to-ready, protocol (minimal Rust worker)",
+            &mut s,
+            Some(("/bin/true", true_p50)),
+        );
+        println!(
+            "  = {:.1}x the worker binary's own exec + runtime",
+            rust_p50.as_secs_f64() / floor_p50.as_secs_f64()
+        );
+    }
+    if selected("python") {
+        // start-to-ready, protocol health (Python worker).
+        let worker = root().join("crates/plugboard-host/tests/fixtures/health_worker.py");
+        let proto = manifest(
+            tmp.path(),
+            "proto",
+            &format!(
+                "execution_mode = \"subprocess\"\nstop_grace_s = 1\n[launch]\ncommand = \"python3\"\nargs = [\"{}\"]\n",
+                worker.display()
+            ),
+        );
+        let mut s = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            rt.block_on(sup.start(Arc::clone(&proto)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.push(t.elapsed());
+            rt.block_on(sup.stop("bench_proto")).unwrap_or_else(|e| panic!("{e}"));
         }
-        kill_ref.push(t.elapsed());
+        report(
+            "start-to-ready, protocol health (Python worker)",
+            &mut s,
+            Some(("python3 -c pass", py_p50)),
+        );
     }
-    let kill_p50 = pct(&mut kill_ref, 0.5);
-    report("reference: SIGKILL+wait 50 plain children", &mut kill_ref, None);
-    println!("tree sizes seen: {sizes:?}");
-    report(
-        "stop of the tree, beyond the 0.2 s grace",
-        &mut s,
-        Some(("SIGKILL+wait 50", kill_p50)),
-    );
-
-    // gc over 10,000 rows of a dead host.
-    let db = tmp.path().join("gc.sqlite");
-    let mut ledger = Ledger::open(&db).unwrap_or_else(|e| panic!("{e}"));
-    let mut g = Vec::new();
-    let mut r = Vec::new();
-    for _ in 0..5 {
-        let host = ledger
-            .register_host(999_999, 1, "gone")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let _ = ledger.transaction(|l| {
-            for i in 0..10_000 {
-                let id = l.intent(
-                    host.id,
-                    &Intent {
-                        cost_per_hour: None,
-                        details: serde_json::json!({}),
-                        ..Intent::new(ResourceKind::Process, "process", "bench_x")
-                    },
-                )?;
-                l.set_process(id, 5_000_000 + i, 1)?;
+    if selected("tree") {
+        // Stop latency of a 52-process tree.
+        let tree = root().join("examples/plugins/process_tree/tree.py");
+        let grace = 0.2;
+        let big = manifest(
+            tmp.path(),
+            "tree",
+            &format!(
+                "execution_mode = \"subprocess\"\nready = {{ log_line = \"^tree ready$\" }}\nstop_grace_s = {grace}\n[launch]\ncommand = \"python3\"\nargs = [\"-u\", \"{}\", \"7\", \"6\"]\n",
+                tree.display()
+            ),
+        );
+        let mut s = Vec::new();
+        let mut sizes = Vec::new();
+        for _ in 0..10 {
+            rt.block_on(sup.start(Arc::clone(&big)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            std::thread::sleep(Duration::from_millis(100));
+            sizes.push(sup.tree_pids("bench_tree").len());
+            let t = Instant::now();
+            rt.block_on(sup.stop("bench_tree")).unwrap_or_else(|e| panic!("{e}"));
+            s.push(t.elapsed().saturating_sub(Duration::from_secs_f64(grace)));
+        }
+        let mut kill_ref = Vec::new();
+        for _ in 0..10 {
+            let mut kids: Vec<_> = (0..50)
+                .filter_map(|_| Command::new("/bin/sleep").arg("60").spawn().ok())
+                .collect();
+            let t = Instant::now();
+            for k in &mut kids {
+                let _ = k.kill();
             }
-            Ok(())
-        });
-        let t = Instant::now();
-        let rep = run_gc(&mut ledger, GcOptions::default(), None).unwrap_or_else(|e| panic!("{e}"));
-        g.push(t.elapsed());
-        assert_eq!(rep.reaped.len(), 10_000);
-        // Reference: the same rows updated by one statement.
-        let host = ledger
-            .register_host(999_998, 1, "gone")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let _ = ledger.transaction(|l| {
-            for _ in 0..10_000 {
-                l.intent(
-                    host.id,
-                    &Intent {
-                        cost_per_hour: None,
-                        details: serde_json::json!({}),
-                        ..Intent::new(ResourceKind::Process, "process", "bench_y")
-                    },
-                )?;
+            for k in &mut kids {
+                let _ = k.wait();
             }
-            Ok(())
-        });
-        let conn = rusqlite_free_update(&db);
-        r.push(conn);
+            kill_ref.push(t.elapsed());
+        }
+        let kill_p50 = pct(&mut kill_ref, 0.5);
+        report("reference: SIGKILL+wait 50 plain children", &mut kill_ref, None);
+        println!("tree sizes seen: {sizes:?}");
+        report(
+            "stop of the tree, beyond the 0.2 s grace",
+            &mut s,
+            Some(("SIGKILL+wait 50", kill_p50)),
+        );
     }
-    let ref_p50 = pct(&mut r, 0.5);
-    report("reference: ending the same 10,000 rows (writes only)", &mut r, None);
-    report(
-        "gc over 10,000 rows of a dead host",
-        &mut g,
-        Some(("the writes alone", ref_p50)),
-    );
+    if selected("gc") {
+        // gc over 10,000 rows of a dead host.
+        let db = tmp.path().join("gc.sqlite");
+        let mut ledger = Ledger::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let mut g = Vec::new();
+        let mut r = Vec::new();
+        for _ in 0..5 {
+            let host = ledger
+                .register_host(999_999, 1, "gone")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = ledger.transaction(|l| {
+                for i in 0..10_000 {
+                    let id = l.intent(
+                        host.id,
+                        &Intent {
+                            cost_per_hour: None,
+                            details: serde_json::json!({}),
+                            ..Intent::new(ResourceKind::Process, "process", "bench_x")
+                        },
+                    )?;
+                    l.set_process(id, 5_000_000 + i, 1)?;
+                }
+                Ok(())
+            });
+            let t = Instant::now();
+            let rep = run_gc(&mut ledger, GcOptions::default(), None).unwrap_or_else(|e| panic!("{e}"));
+            g.push(t.elapsed());
+            assert_eq!(rep.reaped.len(), 10_000);
+            // Reference: the same rows updated by one statement.
+            let host = ledger
+                .register_host(999_998, 1, "gone")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = ledger.transaction(|l| {
+                for _ in 0..10_000 {
+                    l.intent(
+                        host.id,
+                        &Intent {
+                            cost_per_hour: None,
+                            details: serde_json::json!({}),
+                            ..Intent::new(ResourceKind::Process, "process", "bench_y")
+                        },
+                    )?;
+                }
+                Ok(())
+            });
+            let conn = rusqlite_free_update(&db);
+            r.push(conn);
+        }
+        let ref_p50 = pct(&mut r, 0.5);
+        report("reference: ending the same 10,000 rows (writes only)", &mut r, None);
+        report(
+            "gc over 10,000 rows of a dead host",
+            &mut g,
+            Some(("the writes alone", ref_p50)),
+        );
+    }
 }
 
 /// Times ending every live row in one transaction: the writes gc must do,

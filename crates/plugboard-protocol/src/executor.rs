@@ -232,19 +232,21 @@ pub trait TypedExecutor: Send + Sync + 'static {
 pub struct Typed<T: TypedExecutor> {
     inner: T,
     schema: Value,
-    compiled: Option<CompiledSchema>,
+    /// Compiled on the first validation, not at start: compiling a schema
+    /// (its meta-schema included) costs a worker several milliseconds it
+    /// would otherwise spend before it could answer. `None` inside when the
+    /// derived schema does not compile (then serde alone checks configs).
+    compiled: std::sync::OnceLock<Option<CompiledSchema>>,
     config: Mutex<T::Config>,
 }
 
 impl<T: TypedExecutor> Typed<T> {
     /// Wraps a typed plugin with its default config.
     pub fn new(inner: T) -> Self {
-        let schema = plugboard_core::schema_for::<T::Config>();
-        let compiled = CompiledSchema::compile(T::NAME, &schema).ok();
         Typed {
             inner,
-            schema,
-            compiled,
+            schema: plugboard_core::schema_for::<T::Config>(),
+            compiled: std::sync::OnceLock::new(),
             config: Mutex::new(T::Config::default()),
         }
     }
@@ -255,7 +257,10 @@ impl<T: TypedExecutor> Typed<T> {
     }
 
     fn parse(&self, config: &Value) -> Result<T::Config, Vec<Violation>> {
-        let mut violations = self.compiled.as_ref().map(|s| s.violations(config)).unwrap_or_default();
+        let compiled = self
+            .compiled
+            .get_or_init(|| CompiledSchema::compile(T::NAME, &self.schema).ok());
+        let mut violations = compiled.as_ref().map(|s| s.violations(config)).unwrap_or_default();
         if !violations.is_empty() {
             return Err(violations);
         }

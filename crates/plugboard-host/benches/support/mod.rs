@@ -60,3 +60,31 @@ pub fn start_call_stop(
     }
     (starts, call_times)
 }
+
+/// Builds `plugboard-worker`'s `echo_worker` example in release mode (the
+/// smallest Rust worker: the SDK and nothing else) with the cargo that
+/// builds this bench, and returns its path.
+pub fn echo_worker() -> std::path::PathBuf {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "plugboard-worker",
+            "--example",
+            "echo_worker",
+            "--message-format=json",
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the echo worker: {e}"));
+    assert!(out.status.success(), "building the echo worker failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "echo_worker")
+        .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built no echo_worker executable"))
+}
