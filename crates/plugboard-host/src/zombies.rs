@@ -72,6 +72,12 @@ pub fn is_worker(pid: u32) -> bool {
 /// (with `all`), or that belongs to a worker's process group. Returns how
 /// many were reaped.
 pub fn reap_orphans(all: bool) -> usize {
+    // Most SIGCHLDs are a worker's own exit, which its `Child` handle has
+    // already waited for: with no exited child left, skip the scan of all
+    // of /proc.
+    if !any_exited_child() {
+        return 0;
+    }
     let me = std::process::id();
     let r = registry();
     let mut n = 0;
@@ -89,6 +95,14 @@ pub fn reap_orphans(all: bool) -> usize {
         }
     }
     n
+}
+
+/// True when some child of this process has exited and not been waited
+/// for (peeked at, not reaped).
+fn any_exited_child() -> bool {
+    use nix::sys::wait::{Id, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::All, flags), Ok(WaitStatus::StillAlive) | Err(_))
 }
 
 /// Starts the reaper (once per process; a second call only widens it to

@@ -20,9 +20,6 @@ stdout as usual: the protocol never uses it.
         run(Upper())
 """
 
-import hmac
-import http
-import http.server
 import itertools
 import json
 import os
@@ -30,6 +27,11 @@ import socket
 import socketserver
 import sys
 import threading
+
+try:  # what hmac.compare_digest is, without loading OpenSSL for it
+    from _operator import _compare_digest as _same_secret
+except ImportError:  # pragma: no cover - interpreters without it
+    from hmac import compare_digest as _same_secret
 
 __all__ = ["Worker", "Context", "ExecError", "InvalidInput", "Cancelled", "run", "serve", "validate", "PROTOCOL_VERSION"]
 
@@ -257,28 +259,45 @@ class _Headers:
 
 
 def _handler(state):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "plugboard-worker-python/0.1"
+    class Handler(socketserver.StreamRequestHandler):
+        """One connection: reads requests one after another until either
+        side closes. The standard library's ``http.server`` is not used: its
+        import and its per-request machinery (the ``email`` package for
+        header fields, formatted log and date lines) cost more than the rest
+        of a call."""
 
-        def parse_request(self):
-            # The standard library's parse_request hands the header block to
-            # the email package, which took most of a call's time here.
-            # This reads the same request line and fields, with the same
-            # limits and answers, and refuses what it cannot read exactly
+        def handle(self):
+            self.close_connection = False
+            while not self.close_connection:
+                self._one_request()
+
+        def _one_request(self):
+            self.close_connection = True
+            raw = self.rfile.readline(_MAX_HEADER_LINE + 1)
+            if not raw:
+                return
+            if len(raw) > _MAX_HEADER_LINE:
+                self._head_error(414, "too_large", "request line is longer than 65536 bytes")
+                return
+            if not self.parse_request(raw):
+                return
+            handle = {"GET": self._get, "POST": self._post}.get(self.command)
+            if handle is None:
+                self._refuse(405, "method_not_allowed", f"{self.command} is not a method of protocol v1 (GET, POST)")
+                return
+            self._guarded(handle)
+
+        def parse_request(self, raw):
+            # The same request line and fields as the standard library reads,
+            # with the same limits, refusing what cannot be read exactly
             # (folded lines, names with spaces) instead of guessing.
             self.command = None
-            # Answers to a request line that cannot be read are still HTTP/1.1
-            # (the standard library answers those in HTTP/0.9, with no status).
-            self.request_version = "HTTP/1.1"
-            self.close_connection = True
-            requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-            self.requestline = requestline
+            requestline = str(raw, "iso-8859-1").rstrip("\r\n")
             words = requestline.split()
             if not words:
                 return False
             if len(words) != 3:
-                self.send_error(400, "Bad request syntax (%r)" % requestline)
+                self._head_error(400, "bad_request", "bad request line %r" % requestline[:80])
                 return False
             command, path, version = words
             major, dot, minor = version[5:].partition(".") if version.startswith("HTTP/") else ("", "", "")
@@ -291,14 +310,12 @@ def _handler(state):
                 and len(major) <= 10
                 and len(minor) <= 10
             ):
-                self.send_error(400, "Bad request version (%r)" % version)
+                self._head_error(400, "bad_request", "bad request version %r" % version[:40])
                 return False
             number = (int(major), int(minor))
             if number >= (2, 0):
-                self.send_error(505, "Invalid HTTP version (%s)" % version[5:])
+                self._head_error(505, "bad_request", "HTTP version %s is not served: use HTTP/1.1" % version[5:])
                 return False
-            self.request_version = version
-            self.close_connection = number < (1, 1)
             self.command, self.path = command, path
             if self.path.startswith("//"):
                 self.path = "/" + self.path.lstrip("/")
@@ -306,14 +323,14 @@ def _handler(state):
             if headers is None:
                 return False
             self.headers = headers
+            self.close_connection = number < (1, 1)
             connection = headers.get("Connection", "").lower()
             if connection == "close":
                 self.close_connection = True
             elif connection == "keep-alive":
                 self.close_connection = False
             if headers.get("Expect", "").lower() == "100-continue" and number >= (1, 1):
-                if not self.handle_expect_100():
-                    return False
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return True
 
         def _read_headers(self):
@@ -321,27 +338,22 @@ def _handler(state):
             for _ in range(_MAX_HEADERS + 1):
                 line = self.rfile.readline(_MAX_HEADER_LINE + 1)
                 if len(line) > _MAX_HEADER_LINE:
-                    self.send_error(431, "Line too long")
+                    self._head_error(431, "too_large", "a header line is longer than 65536 bytes")
                     return None
                 if line in (b"\r\n", b"\n", b""):
                     return headers
                 name, colon, value = line.decode("iso-8859-1").partition(":")
                 if not colon or not name or name != name.strip():
-                    self.send_error(400, "Bad header line (%r)" % line[:80])
+                    self._head_error(400, "bad_request", "bad header line %r" % line[:80])
                     return None
                 headers.add(name, value.strip())
-            self.send_error(431, "Too many headers")
+            self._head_error(431, "too_large", "more than 100 header fields")
             return None
 
-        def address_string(self):
-            return "host"
-
-        def log_message(self, fmt, *args):
-            pass
-
-        def send_response(self, code, message=None):
-            self._answered = True
-            super().send_response(code, message)
+        def _head_error(self, status, code, message):
+            # A request whose head cannot be read: answer in the protocol's
+            # JSON and close, since where it ends is unknown.
+            self._error(status, code, message, close=True)
 
         def _send(self, status, body, content_type="application/json", close=False):
             # Head and body in one write: written apart, the host may wake
@@ -371,7 +383,7 @@ def _handler(state):
         def _gate(self):
             if state.token is not None:
                 given = self.headers.get("Authorization", "")
-                if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), state.token.encode()):
+                if not given.startswith("Bearer ") or not _same_secret(given[7:].encode(), state.token.encode()):
                     self._refuse(401, "unauthorized", "missing or wrong bearer token")
                     return False
             theirs = self.headers.get(VERSION_HEADER)
@@ -574,10 +586,8 @@ def _handler(state):
             if body is None:
                 return
             rid, event = state.register(body.get("request_id"))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self._answered = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
             write_lock = threading.Lock()
 
             def emit(ev):
@@ -607,7 +617,21 @@ def _handler(state):
     return Handler
 
 
-_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+# The reason phrases of the statuses a worker answers with.
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    422: "Unprocessable Entity",
+    431: "Request Header Fields Too Large",
+    499: "Client Closed Request",
+    500: "Internal Server Error",
+    505: "HTTP Version Not Supported",
+}
 
 # Returned by the body reader after it has already answered with an error
 # (a JSON null body is a valid body, so None cannot mean that).
@@ -629,7 +653,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
-class _TcpServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
 

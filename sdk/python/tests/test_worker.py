@@ -266,6 +266,8 @@ class SdkTest(unittest.TestCase):
             (b"GET /v1/health\r\n\r\n", 400),
             (b"GET /v1/health HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
             (b"GET /v1/health HTTP/1.1\r\nX-A: " + b"b" * 70000 + b"\r\n\r\n", 431),
+            (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+            (b"PUT /v1/health HTTP/1.1\r\nAuthorization: Bearer secret\r\n\r\n", 405),
         ]
         for request, expected in cases:
             sock, reader = self.raw()
@@ -273,6 +275,9 @@ class SdkTest(unittest.TestCase):
                 sock.sendall(request)
                 status, _, raw = self.read_response(reader)
                 self.assertEqual(status, expected, (request[:60], raw[:200]))
+                if status >= 400:
+                    # Refusals are in the protocol's JSON, like every answer.
+                    self.assertIn("code", json.loads(raw)["error"], request[:60])
                 # Each of these ends the connection after its answer.
                 self.assertIsNone(self.read_response(reader), request[:60])
 

@@ -57,33 +57,30 @@ impl Ledger {
     /// Opens a billing interval for resource `id` at its current price,
     /// unless one is open, the row has ended or it has no price.
     pub fn open_billing(&self, id: i64, at_ms: i64) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "INSERT INTO billing (resource_id, price_per_hour, start_ms)
+        self.exec(
+            "INSERT INTO billing (resource_id, price_per_hour, start_ms)
                  SELECT id, cost_per_hour, ?2 FROM resources
                  WHERE id = ?1 AND ended_at IS NULL AND cost_per_hour IS NOT NULL
                    AND NOT EXISTS (SELECT 1 FROM billing WHERE resource_id = ?1 AND end_ms IS NULL)",
-                params![id, at_ms],
-            )
-            .map_err(self.err("open billing"))?;
-        self.conn
-            .execute(
-                "UPDATE resources SET billing_started_at = COALESCE(billing_started_at, ?2) WHERE id = ?1",
-                params![id, at_ms],
-            )
-            .map_err(self.err("open billing"))?;
+            params![id, at_ms],
+        )
+        .map_err(self.err("open billing"))?;
+        self.exec(
+            "UPDATE resources SET billing_started_at = COALESCE(billing_started_at, ?2) WHERE id = ?1",
+            params![id, at_ms],
+        )
+        .map_err(self.err("open billing"))?;
         Ok(())
     }
 
     /// Closes resource `id`'s open billing interval, if any (billing paused
     /// or ended).
     pub fn close_billing(&self, id: i64, at_ms: i64) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE billing SET end_ms = MAX(start_ms, ?2) WHERE resource_id = ?1 AND end_ms IS NULL",
-                params![id, at_ms],
-            )
-            .map_err(self.err("close billing"))?;
+        self.exec(
+            "UPDATE billing SET end_ms = MAX(start_ms, ?2) WHERE resource_id = ?1 AND end_ms IS NULL",
+            params![id, at_ms],
+        )
+        .map_err(self.err("close billing"))?;
         Ok(())
     }
 
@@ -100,12 +97,11 @@ impl Ledger {
             )
             .map_err(self.err("change price"))?;
         self.close_billing(id, now)?;
-        self.conn
-            .execute(
-                "UPDATE resources SET cost_per_hour = ?2, price_source = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, price_per_hour, source.as_str(), now],
-            )
-            .map_err(self.err("change price"))?;
+        self.exec(
+            "UPDATE resources SET cost_per_hour = ?2, price_source = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, price_per_hour, source.as_str(), now],
+        )
+        .map_err(self.err("change price"))?;
         if open {
             self.open_billing(id, now)?;
         }
@@ -124,12 +120,11 @@ impl Ledger {
         if !usd.is_finite() || usd < 0.0 {
             return Ok(());
         }
-        self.conn
-            .execute(
-                "INSERT INTO charges (resource_id, plugin_id, at_ms, usd, what) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![resource_id, plugin_id, now_ms(), usd, what],
-            )
-            .map_err(self.err("add charge"))?;
+        self.exec(
+            "INSERT INTO charges (resource_id, plugin_id, at_ms, usd, what) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![resource_id, plugin_id, now_ms(), usd, what],
+        )
+        .map_err(self.err("add charge"))?;
         Ok(())
     }
 
@@ -137,12 +132,11 @@ impl Ledger {
     /// (budget exhausted, `max_duration_s`, idle); `None` clears it. gc run
     /// by anyone ends a live resource past its deadline.
     pub fn set_deadline(&self, id: i64, deadline: Option<(i64, &str)>) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE resources SET deadline_at = ?2, deadline_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
-                params![id, deadline.map(|d| d.0), deadline.map(|d| d.1)],
-            )
-            .map_err(self.err("record deadline"))?;
+        self.exec(
+            "UPDATE resources SET deadline_at = ?2, deadline_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, deadline.map(|d| d.0), deadline.map(|d| d.1)],
+        )
+        .map_err(self.err("record deadline"))?;
         Ok(())
     }
 
