@@ -101,9 +101,6 @@ fn main() {
         Some(("/bin/true", true_p50)),
     );
     report("reference: fork+exec+wait /bin/true", &mut true_ref, None);
-    let mut py_ref = spawn_wait("python3", &["-c", "pass"], 20);
-    let py_p50 = pct(&mut py_ref, 0.5);
-    report("reference: fork+exec+wait python3 -c pass", &mut py_ref, None);
 
     if selected("none") {
         // start-to-ready, ready = none.
@@ -178,28 +175,76 @@ fn main() {
         );
     }
     if selected("python") {
-        // start-to-ready, protocol health (Python worker).
-        let worker = root().join("crates/plugboard-host/tests/fixtures/health_worker.py");
+        // start-to-ready of a Python worker written with the SDK (it
+        // notifies), on the interpreter itself rather than a launcher shim,
+        // with the SDK's bytecode compiled as an installed package has it.
+        let py = String::from_utf8_lossy(
+            &Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .unwrap_or_else(|e| panic!("python3: {e}"))
+                .stdout,
+        )
+        .trim()
+        .to_owned();
+        let sdk = root().join("sdk/python");
+        // In the SDK's own (ignored) __pycache__: a cache prefix would also
+        // move the standard library's bytecode away.
+        let compiled = Command::new(&py)
+            .args(["-m", "compileall", "-q"])
+            .arg(sdk.join("plugboard_worker"))
+            .status()
+            .unwrap_or_else(|e| panic!("compileall: {e}"));
+        assert!(compiled.success(), "compiling the SDK failed");
+        let script = tmp.path().join("pyecho.py");
+        std::fs::write(
+            &script,
+            format!(
+                "import sys\nsys.path.insert(0, {sdk:?})\nfrom plugboard_worker import Worker, run\n\n\nclass Echo(Worker):\n    name = \"pyecho\"\n    version = \"0.1.0\"\n\n    def execute(self, input, ctx):\n        return {{\"echo\": input}}\n\n\nrun(Echo())\n",
+                sdk = sdk.display().to_string()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("write: {e}"));
+        let python = |code: &str| -> Vec<Duration> {
+            (0..30)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = Command::new(&py).args(["-c", code]).status();
+                    t.elapsed()
+                })
+                .collect()
+        };
+        let mut bare = python("pass");
+        let bare_p50 = pct(&mut bare, 0.5);
+        report("reference: fork+exec+wait python -c pass (interpreter)", &mut bare, None);
+        let import = format!("import sys; sys.path.insert(0, {:?}); import plugboard_worker", sdk.display().to_string());
+        let mut imported = python(&import);
+        let imported_p50 = pct(&mut imported, 0.5);
+        report(
+            "reference: the same importing the SDK",
+            &mut imported,
+            Some(("python -c pass", bare_p50)),
+        );
         let proto = manifest(
             tmp.path(),
-            "proto",
+            "pyecho",
             &format!(
-                "execution_mode = \"subprocess\"\nstop_grace_s = 1\n[launch]\ncommand = \"python3\"\nargs = [\"{}\"]\n",
-                worker.display()
+                "execution_mode = \"subprocess\"\nstop_grace_s = 1\n[launch]\ncommand = {py:?}\nargs = [{:?}]\n",
+                script.display().to_string()
             ),
         );
         let mut s = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..30 {
             let t = Instant::now();
             rt.block_on(sup.start(Arc::clone(&proto)))
                 .unwrap_or_else(|e| panic!("{e}"));
             s.push(t.elapsed());
-            rt.block_on(sup.stop("bench_proto")).unwrap_or_else(|e| panic!("{e}"));
+            rt.block_on(sup.stop("bench_pyecho")).unwrap_or_else(|e| panic!("{e}"));
         }
         report(
-            "start-to-ready, protocol health (Python worker)",
+            "start-to-ready, protocol (Python worker, SDK)",
             &mut s,
-            Some(("python3 -c pass", py_p50)),
+            Some(("python -c + SDK import", imported_p50)),
         );
     }
     if selected("tree") {
