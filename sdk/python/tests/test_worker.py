@@ -255,6 +255,18 @@ class SdkTest(unittest.TestCase):
             self.assertEqual(status, 200, raw)
             self.assertEqual(json.loads(raw)["status"], "ok")
             self.assertNotEqual(headers.get("connection"), "close")
+        # A head split over two writes, and one with bare LF line ends, are
+        # read line by line to the same result.
+        sock, reader = self.raw()
+        with sock, reader:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: w\r\nAuthor")
+            time.sleep(0.05)
+            sock.sendall(b"ization: Bearer secret\r\n\r\n")
+            status, _, raw = self.read_response(reader)
+            self.assertEqual(status, 200, raw)
+            sock.sendall(b"GET /v1/health HTTP/1.1\nAuthorization: Bearer secret\n\n")
+            status, _, raw = self.read_response(reader)
+            self.assertEqual(status, 200, raw)
         cases = [
             (b"GET /v1/health HTTP/1.0\r\nAuthorization: Bearer secret\r\n\r\n", 200),
             (b"GET /v1/health HTTP/1.1\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n", 200),
