@@ -203,7 +203,11 @@ impl PluginMetadata {
 
     /// `"{category}_{name}"`, the id configs and the host use.
     pub fn unique_id(&self) -> String {
-        format!("{}_{}", self.category, self.name)
+        let mut id = String::with_capacity(self.category.len() + 1 + self.name.len());
+        id.push_str(&self.category);
+        id.push('_');
+        id.push_str(&self.name);
+        id
     }
 
     /// True when the plugin runs locally (in_process, subprocess, docker,

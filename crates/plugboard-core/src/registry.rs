@@ -180,10 +180,15 @@ impl UnifiedPluginRegistry {
         let mut out = Vec::with_capacity(discovered.len());
         self.entries.reserve_exact(discovered.len());
         self.by_id.reserve(discovered.len());
-        for mut meta in discovered {
+        let mut discovered = discovered;
+        // Categories first, in one pass: their copies then lie side by side
+        // in memory, which is what a scan over the registry reads most.
+        for meta in &mut discovered {
             if meta.category != category {
                 category.clone_into(&mut meta.category);
             }
+        }
+        for mut meta in discovered {
             if let Some(schema) = manager.config_schema(&meta.name) {
                 meta.config_schema = schema.into();
             }
@@ -229,7 +234,13 @@ impl UnifiedPluginRegistry {
             None => {
                 let i = self.entries.len();
                 self.by_id.insert(id, i);
-                self.by_category.entry(entry.meta.category.clone()).or_default().push(i);
+                // The category's key is copied only the first time it is seen.
+                match self.by_category.get_mut(&entry.meta.category) {
+                    Some(ix) => ix.push(i),
+                    None => {
+                        self.by_category.insert(entry.meta.category.clone(), vec![i]);
+                    }
+                }
                 self.entries.push(entry);
             }
         }

@@ -216,8 +216,15 @@ fn main() {
         };
         let mut bare = python("pass");
         let bare_p50 = pct(&mut bare, 0.5);
-        report("reference: fork+exec+wait python -c pass (interpreter)", &mut bare, None);
-        let import = format!("import sys; sys.path.insert(0, {:?}); import plugboard_worker", sdk.display().to_string());
+        report(
+            "reference: fork+exec+wait python -c pass (interpreter)",
+            &mut bare,
+            None,
+        );
+        let import = format!(
+            "import sys; sys.path.insert(0, {:?}); import plugboard_worker",
+            sdk.display().to_string()
+        );
         let mut imported = python(&import);
         let imported_p50 = pct(&mut imported, 0.5);
         report(
