@@ -259,22 +259,6 @@ class _State:
             self.calls.pop(request_id, None)
 
 
-class _Headers:
-    """A request's header fields by lower-cased name; the first of repeated
-    fields wins, as with ``email.message.Message.get``."""
-
-    __slots__ = ("_by_name",)
-
-    def __init__(self):
-        self._by_name = {}
-
-    def get(self, name, default=None):
-        return self._by_name.get(name.lower(), default)
-
-    def add(self, name, value):
-        self._by_name.setdefault(name.lower(), value)
-
-
 def _handler(state):
     class Handler(socketserver.StreamRequestHandler):
         """One connection: reads requests one after another until either
@@ -298,11 +282,12 @@ def _handler(state):
                 return
             if not self.parse_request(raw):
                 return
-            handle = {"GET": self._get, "POST": self._post}.get(self.command)
-            if handle is None:
+            if self.command == "POST":
+                self._guarded(self._post)
+            elif self.command == "GET":
+                self._guarded(self._get)
+            else:
                 self._refuse(405, "method_not_allowed", f"{self.command} is not a method of protocol v1 (GET, POST)")
-                return
-            self._guarded(handle)
 
         def parse_request(self, raw):
             # The same request line and fields as the standard library reads,
@@ -317,6 +302,34 @@ def _handler(state):
                 self._head_error(400, "bad_request", "bad request line %r" % requestline[:80])
                 return False
             command, path, version = words
+            if version == "HTTP/1.1":
+                number = (1, 1)
+            elif version == "HTTP/1.0":
+                number = (1, 0)
+            else:
+                number = self._version(version)
+                if number is None:
+                    return False
+            self.command, self.path = command, path
+            if self.path.startswith("//"):
+                self.path = "/" + self.path.lstrip("/")
+            headers = self._read_headers()
+            if headers is None:
+                return False
+            self.headers = headers
+            self.close_connection = number < (1, 1)
+            connection = headers.get("connection", "").lower()
+            if connection == "close":
+                self.close_connection = True
+            elif connection == "keep-alive":
+                self.close_connection = False
+            if headers.get("expect", "").lower() == "100-continue" and number >= (1, 1):
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return True
+
+        def _version(self, version):
+            """The (major, minor) of a request's HTTP version other than 1.1
+            and 1.0; None once refused."""
             major, dot, minor = version[5:].partition(".") if version.startswith("HTTP/") else ("", "", "")
             if not (
                 dot
@@ -328,30 +341,16 @@ def _handler(state):
                 and len(minor) <= 10
             ):
                 self._head_error(400, "bad_request", "bad request version %r" % version[:40])
-                return False
+                return None
             number = (int(major), int(minor))
             if number >= (2, 0):
                 self._head_error(505, "bad_request", "HTTP version %s is not served: use HTTP/1.1" % version[5:])
-                return False
-            self.command, self.path = command, path
-            if self.path.startswith("//"):
-                self.path = "/" + self.path.lstrip("/")
-            headers = self._read_headers()
-            if headers is None:
-                return False
-            self.headers = headers
-            self.close_connection = number < (1, 1)
-            connection = headers.get("Connection", "").lower()
-            if connection == "close":
-                self.close_connection = True
-            elif connection == "keep-alive":
-                self.close_connection = False
-            if headers.get("Expect", "").lower() == "100-continue" and number >= (1, 1):
-                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            return True
+                return None
+            return number
 
         def _read_headers(self):
-            headers = _Headers()
+            # Field names lower-cased; the first of repeated fields wins.
+            headers = {}
             # The whole header block is usually in the read buffer already:
             # split it at once rather than line by line. Only when it ends
             # there and uses CRLF throughout; the line reader below reads
@@ -376,7 +375,7 @@ def _handler(state):
                     if not colon or not name or name != name.strip():
                         self._head_error(400, "bad_request", "bad header line %r" % line[:80])
                         return None
-                    headers.add(name, value.strip())
+                    headers.setdefault(name.lower(), value.strip())
                 return headers
             for _ in range(_MAX_HEADERS + 1):
                 line = self.rfile.readline(_MAX_HEADER_LINE + 1)
@@ -389,7 +388,7 @@ def _handler(state):
                 if not colon or not name or name != name.strip():
                     self._head_error(400, "bad_request", "bad header line %r" % line[:80])
                     return None
-                headers.add(name, value.strip())
+                headers.setdefault(name.lower(), value.strip())
             self._head_error(431, "too_large", "more than 100 header fields")
             return None
 
@@ -425,7 +424,7 @@ def _handler(state):
 
         def _gate(self):
             if state.token is not None:
-                given = self.headers.get("Authorization", "")
+                given = self.headers.get("authorization", "")
                 if not given.startswith("Bearer ") or not _same_secret(given[7:].encode(), state.token.encode()):
                     self._refuse(401, "unauthorized", "missing or wrong bearer token")
                     return False
@@ -441,9 +440,9 @@ def _handler(state):
             return True
 
         def _body(self):
-            te = self.headers.get("Transfer-Encoding")
+            te = self.headers.get("transfer-encoding")
             if te is not None:
-                if self.headers.get("Content-Length") is not None:
+                if self.headers.get("content-length") is not None:
                     # Both framings: refuse (and close) rather than guess
                     # where this request ends and the next one starts.
                     self._refuse(400, "bad_request", "request has both Transfer-Encoding and Content-Length")
@@ -460,7 +459,7 @@ def _handler(state):
                 if raw is _INVALID:
                     return _INVALID
             else:
-                length = self.headers.get("Content-Length")
+                length = self.headers.get("content-length")
                 try:
                     n = int(length) if length is not None else 0
                 except ValueError:
@@ -554,7 +553,7 @@ def _handler(state):
                 return
             # A body on a GET is never read: close after answering rather than
             # parse it as the next request.
-            close = self.headers.get("Transfer-Encoding") is not None or self.headers.get(
+            close = self.headers.get("transfer-encoding") is not None or self.headers.get(
                 "Content-Length", "0"
             ).strip() not in ("", "0")
             if self.path == "/v1/manifest":
