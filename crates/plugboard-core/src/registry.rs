@@ -166,7 +166,7 @@ impl UnifiedPluginRegistry {
             return Err(RegistryError::EmptyCategory);
         }
         let mut manager: Box<dyn PluginManager> = Box::new(manager);
-        let discovered = if auto_discover {
+        let mut discovered = if auto_discover {
             manager.discover_plugins().map_err(|source| RegistryError::Discovery {
                 category: category.to_owned(),
                 source,
@@ -180,7 +180,6 @@ impl UnifiedPluginRegistry {
         let mut out = Vec::with_capacity(discovered.len());
         self.entries.reserve_exact(discovered.len());
         self.by_id.reserve(discovered.len());
-        let mut discovered = discovered;
         // Categories first, in one pass: their copies then lie side by side
         // in memory, which is what a scan over the registry reads most.
         for meta in &mut discovered {

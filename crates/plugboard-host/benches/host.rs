@@ -109,14 +109,7 @@ fn main() {
             "none",
             "execution_mode = \"subprocess\"\nready = \"none\"\nstop_grace_s = 0\n[launch]\ncommand = \"/bin/sleep\"\nargs = [\"60\"]\n",
         );
-        let mut s = Vec::new();
-        for _ in 0..100 {
-            let t = Instant::now();
-            rt.block_on(sup.start(Arc::clone(&none)))
-                .unwrap_or_else(|e| panic!("{e}"));
-            s.push(t.elapsed());
-            rt.block_on(sup.stop("bench_none")).unwrap_or_else(|e| panic!("{e}"));
-        }
+        let (mut s, _) = support::start_call_stop(&rt, &sup, none, 100, 0);
         report(
             "start-to-ready, ready = none (/bin/sleep)",
             &mut s,
@@ -155,14 +148,7 @@ fn main() {
             &mut floor,
             Some(("/bin/true", true_p50)),
         );
-        let mut s = Vec::new();
-        for _ in 0..100 {
-            let t = Instant::now();
-            rt.block_on(sup.start(Arc::clone(&rust)))
-                .unwrap_or_else(|e| panic!("{e}"));
-            s.push(t.elapsed());
-            rt.block_on(sup.stop("bench_echo")).unwrap_or_else(|e| panic!("{e}"));
-        }
+        let (mut s, _) = support::start_call_stop(&rt, &sup, rust, 100, 0);
         let rust_p50 = pct(&mut s, 0.5);
         report(
             "start-to-ready, protocol (minimal Rust worker)",
@@ -205,15 +191,7 @@ fn main() {
             ),
         )
         .unwrap_or_else(|e| panic!("write: {e}"));
-        let python = |code: &str| -> Vec<Duration> {
-            (0..30)
-                .map(|_| {
-                    let t = Instant::now();
-                    let _ = Command::new(&py).args(["-c", code]).status();
-                    t.elapsed()
-                })
-                .collect()
-        };
+        let python = |code: &str| spawn_wait(&py, &["-c", code], 30);
         let mut bare = python("pass");
         let bare_p50 = pct(&mut bare, 0.5);
         report(
@@ -240,14 +218,7 @@ fn main() {
                 script.display().to_string()
             ),
         );
-        let mut s = Vec::new();
-        for _ in 0..30 {
-            let t = Instant::now();
-            rt.block_on(sup.start(Arc::clone(&proto)))
-                .unwrap_or_else(|e| panic!("{e}"));
-            s.push(t.elapsed());
-            rt.block_on(sup.stop("bench_pyecho")).unwrap_or_else(|e| panic!("{e}"));
-        }
+        let (mut s, _) = support::start_call_stop(&rt, &sup, proto, 30, 0);
         report(
             "start-to-ready, protocol (Python worker, SDK)",
             &mut s,

@@ -367,15 +367,10 @@ def _handler(state):
                     self._head_error(431, "too_large", "more than 100 header fields")
                     return None
                 self.rfile.read(end + 4)
+                # No line is longer than the read buffer, far below the limit.
                 for line in lines:
-                    if len(line) > _MAX_HEADER_LINE:
-                        self._head_error(431, "too_large", "a header line is longer than 65536 bytes")
+                    if not self._field(headers, line):
                         return None
-                    name, colon, value = line.partition(":")
-                    if not colon or not name or name != name.strip():
-                        self._head_error(400, "bad_request", "bad header line %r" % line[:80])
-                        return None
-                    headers.setdefault(name.lower(), value.strip())
                 return headers
             for _ in range(_MAX_HEADERS + 1):
                 line = self.rfile.readline(_MAX_HEADER_LINE + 1)
@@ -384,13 +379,20 @@ def _handler(state):
                     return None
                 if line in (b"\r\n", b"\n", b""):
                     return headers
-                name, colon, value = line.decode("iso-8859-1").partition(":")
-                if not colon or not name or name != name.strip():
-                    self._head_error(400, "bad_request", "bad header line %r" % line[:80])
+                if not self._field(headers, line.decode("iso-8859-1").rstrip("\r\n")):
                     return None
-                headers.setdefault(name.lower(), value.strip())
             self._head_error(431, "too_large", "more than 100 header fields")
             return None
+
+        def _field(self, headers, line):
+            """Adds one header line (without its line end) to ``headers``;
+            False once a malformed line has been refused."""
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip():
+                self._head_error(400, "bad_request", "bad header line %r" % line[:80])
+                return False
+            headers.setdefault(name.lower(), value.strip())
+            return True
 
         def _head_error(self, status, code, message):
             # A request whose head cannot be read: answer in the protocol's

@@ -30,7 +30,8 @@ pub fn report(name: &str, samples: &mut [Duration], reference: Option<(&str, Dur
 }
 
 /// Starts `m` until ready and stops it, `rounds` times; in the first round
-/// also times `calls` trivial calls (`{"steps": 0}`). Returns
+/// also times `calls` trivial calls (`{"steps": 0}`; none asks for no
+/// handle, so any readiness works). Returns
 /// (start-to-ready times, call round trips).
 pub fn start_call_stop(
     rt: &tokio::runtime::Runtime,
@@ -46,7 +47,7 @@ pub fn start_call_stop(
         let t = Instant::now();
         rt.block_on(sup.start(Arc::clone(&m))).unwrap_or_else(|e| panic!("{e}"));
         starts.push(t.elapsed());
-        if round == 0 {
+        if round == 0 && calls > 0 {
             let h = sup.handle(&id).unwrap_or_else(|e| panic!("{e}"));
             rt.block_on(async {
                 for _ in 0..calls {

@@ -156,14 +156,31 @@ impl Ledger {
     /// [`Ledger::transaction`]): a status and its billing interval change
     /// together or not at all, and one commit costs less than three.
     fn atomically<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T, LedgerError>) -> Result<T, LedgerError> {
-        self.conn.execute_batch("SAVEPOINT ledger_step").map_err(self.err(op))?;
+        self.bracketed(
+            ("SAVEPOINT ledger_step", op),
+            ("RELEASE ledger_step", op),
+            "ROLLBACK TO ledger_step; RELEASE ledger_step",
+            f,
+        )
+    }
+
+    /// Runs `f` between the `begin` and `commit` statements (a failure of
+    /// either is reported as its op), undoing with `undo` when `f` fails.
+    fn bracketed<T>(
+        &self,
+        begin: (&str, &'static str),
+        commit: (&str, &'static str),
+        undo: &str,
+        f: impl FnOnce() -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.conn.execute_batch(begin.0).map_err(self.err(begin.1))?;
         match f() {
             Ok(v) => {
-                self.conn.execute_batch("RELEASE ledger_step").map_err(self.err(op))?;
+                self.conn.execute_batch(commit.0).map_err(self.err(commit.1))?;
                 Ok(v)
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK TO ledger_step; RELEASE ledger_step");
+                let _ = self.conn.execute_batch(undo);
                 Err(e)
             }
         }
@@ -475,17 +492,10 @@ impl Ledger {
 
     /// Runs `f` in one write transaction (for bulk updates such as gc).
     pub fn transaction<T>(&mut self, f: impl FnOnce(&Ledger) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err("begin"))?;
-        match f(self) {
-            Ok(v) => {
-                self.conn.execute_batch("COMMIT").map_err(self.err("commit"))?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        let ledger: &Ledger = self;
+        ledger.bracketed(("BEGIN IMMEDIATE", "begin"), ("COMMIT", "commit"), "ROLLBACK", || {
+            f(ledger)
+        })
     }
 }
 
