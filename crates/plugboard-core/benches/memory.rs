@@ -38,11 +38,18 @@ impl PluginManager for Fixed {
     }
 }
 
-fn plugins(n: usize) -> Vec<PluginMetadata> {
+/// `n` plugins; with `own_schema` each holds its own copy of the schema
+/// (set directly, not through `with_schema`, which would share it).
+fn plugins(n: usize, own_schema: bool) -> Vec<PluginMetadata> {
     (0..n)
         .map(|i| {
-            let mut m = PluginMetadata::new(format!("plugin_{i}"), "cat", format!("Plugin number {i}"))
-                .with_schema(json!({"type": "object", "properties": {"device": {"type": "string", "default": "cpu"}}}));
+            let schema = json!({"type": "object", "properties": {"device": {"type": "string", "default": "cpu"}}});
+            let mut m = PluginMetadata::new(format!("plugin_{i}"), "cat", format!("Plugin number {i}"));
+            if own_schema {
+                m.config_schema = std::sync::Arc::new(schema);
+            } else {
+                m = m.with_schema(schema);
+            }
             m.version = Some("1.0.0".into());
             m
         })
@@ -54,7 +61,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("plugboard-membench-{}", std::process::id()));
 
     let before = LIVE.load(Ordering::Relaxed);
-    let reference = plugins(n);
+    let reference = plugins(n, true);
     let reference_bytes = LIVE.load(Ordering::Relaxed) - before;
     drop(reference);
 
@@ -62,7 +69,7 @@ fn main() {
     let before = LIVE.load(Ordering::Relaxed);
     let mut registry = UnifiedPluginRegistry::new(&dir);
     registry
-        .register_plugin_manager("cat", Fixed(plugins(n)), None, true)
+        .register_plugin_manager("cat", Fixed(plugins(n, true)), None, true)
         .ok();
     let registry_bytes = LIVE.load(Ordering::Relaxed) - before;
     let per_plugin_registry = registry_bytes as f64 / n as f64;

@@ -15,19 +15,36 @@ use plugboard_core::{
 };
 use serde_json::{Map, Value, json};
 
+/// `n` plugins with one small schema, built as a manager would: through
+/// `with_schema`, which shares a schema equal to the one built just before.
 fn plugins(n: usize) -> Vec<PluginMetadata> {
+    (0..n).map(|i| plugin(i).with_schema(schema())).collect()
+}
+
+/// The same plugins, each holding its own copy of the schema (set without
+/// `with_schema`): the registry then compares every copy itself.
+fn plugins_built_apart(n: usize) -> Vec<PluginMetadata> {
     (0..n)
         .map(|i| {
-            let mut m = PluginMetadata::new(format!("plugin_{i}"), "", format!("Plugin number {i}"))
-                .with_schema(json!({"type": "object", "properties": {"device": {"type": "string", "default": "cpu"}}}));
-            m.version = Some("1.0.0".into());
-            m.description = Some("A plugin used to measure the registry.".into());
-            if i % 3 == 0 {
-                m.execution_mode = ExecutionMode::Subprocess;
-            }
+            let mut m = plugin(i);
+            m.config_schema = std::sync::Arc::new(schema());
             m
         })
         .collect()
+}
+
+fn schema() -> Value {
+    json!({"type": "object", "properties": {"device": {"type": "string", "default": "cpu"}}})
+}
+
+fn plugin(i: usize) -> PluginMetadata {
+    let mut m = PluginMetadata::new(format!("plugin_{i}"), "", format!("Plugin number {i}"));
+    m.version = Some("1.0.0".into());
+    m.description = Some("A plugin used to measure the registry.".into());
+    if i % 3 == 0 {
+        m.execution_mode = ExecutionMode::Subprocess;
+    }
+    m
 }
 
 struct Fixed(Vec<PluginMetadata>);
@@ -55,6 +72,20 @@ fn bench_register(c: &mut Criterion) {
     g.sample_size(10);
     for n in [1_000usize, 10_000, 100_000] {
         let source = plugins(n);
+        if n == 100_000 {
+            let apart = plugins_built_apart(n);
+            g.bench_with_input(BenchmarkId::new("registry_schemas_built_apart", n), &n, |b, _| {
+                b.iter_batched(
+                    || apart.clone(),
+                    |list| {
+                        let mut r = UnifiedPluginRegistry::new(dir.path());
+                        r.register_plugin_manager("cat", Fixed(list), None, true).ok();
+                        r
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
         g.bench_with_input(BenchmarkId::new("registry", n), &n, |b, _| {
             b.iter_batched(
                 || source.clone(),
@@ -80,6 +111,18 @@ fn bench_register(c: &mut Criterion) {
             )
         });
     }
+    g.finish();
+}
+
+/// What building the metadata costs a manager, with `with_schema` sharing
+/// the schema and with a copy per plugin.
+fn bench_build(c: &mut Criterion) {
+    let mut g = c.benchmark_group("build_100k");
+    g.sample_size(10);
+    g.bench_function("with_schema", |b| b.iter(|| plugins(100_000)));
+    g.bench_function("reference_schema_per_plugin", |b| {
+        b.iter(|| plugins_built_apart(100_000))
+    });
     g.finish();
 }
 
@@ -156,5 +199,5 @@ fn bench_configs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_register, bench_queries, bench_configs);
+criterion_group!(benches, bench_register, bench_build, bench_queries, bench_configs);
 criterion_main!(benches);

@@ -189,9 +189,22 @@ impl PluginMetadata {
         }
     }
 
-    /// Replaces the config schema (builder style).
+    /// Replaces the config schema (builder style). A schema equal to the
+    /// one the calling thread gave a plugin last (same JSON, keys in the same
+    /// order) is replaced by that one, so a manager building many plugins
+    /// with one schema holds it once; the JSON is unchanged.
+    ///
+    /// ```
+    /// use plugboard_core::PluginMetadata;
+    /// use serde_json::json;
+    ///
+    /// let schema = json!({"type": "object", "properties": {"device": {"type": "string"}}});
+    /// let a = PluginMetadata::new("a", "", "A").with_schema(schema.clone());
+    /// let b = PluginMetadata::new("b", "", "B").with_schema(schema);
+    /// assert!(std::sync::Arc::ptr_eq(&a.config_schema, &b.config_schema));
+    /// ```
     pub fn with_schema(mut self, schema: impl Into<Arc<Value>>) -> Self {
-        self.config_schema = schema.into();
+        self.config_schema = crate::schema_pool::share_recent(schema.into());
         self
     }
 
