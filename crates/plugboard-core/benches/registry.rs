@@ -41,7 +41,7 @@ fn plugin(i: usize) -> PluginMetadata {
     let mut m = PluginMetadata::new(format!("plugin_{i}"), "", format!("Plugin number {i}"));
     m.version = Some("1.0.0".into());
     m.description = Some("A plugin used to measure the registry.".into());
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         m.execution_mode = ExecutionMode::Subprocess;
     }
     m
