@@ -369,6 +369,18 @@ impl PluginHandle {
     /// (when given; compared as canonical JSON).
     pub async fn verify(&self, name: &str, version: Option<&str>, schema: Option<&Value>) -> Result<(), CallError> {
         let m = self.manifest().await?;
+        self.check_manifest(&m, name, version, schema)
+    }
+
+    /// Checks a manifest the worker sent by other means (its readiness
+    /// notification) as [`verify`](Self::verify) checks a fetched one.
+    pub fn check_manifest(
+        &self,
+        m: &WorkerManifest,
+        name: &str,
+        version: Option<&str>,
+        schema: Option<&Value>,
+    ) -> Result<(), CallError> {
         let mismatch = |reason: String| CallError::Mismatch {
             plugin: self.plugin.clone(),
             reason,

@@ -110,3 +110,97 @@ async fn a_protocol_worker_that_notifies_is_callable_at_once() {
     assert_eq!(out, json!({"steps_done": 1}));
     sup.stop("rust_slow_job").await.unwrap();
 }
+
+/// A stand-in worker: serves `/v1/manifest` (as plugin `served`) and
+/// `/v1/health` on its socket, logging each path it is asked for, after
+/// writing `line` and `READY=1` to its notification descriptor.
+const STAND_IN: &str = r#"
+import json, os, socket, sys
+served, line, log = sys.argv[1], sys.argv[2], open(sys.argv[3], "a")
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.environ["PLUGBOARD_LISTEN"])
+s.listen(8)
+fd = int(os.environ["PLUGBOARD_NOTIFY_FD"])
+os.write(fd, line.encode() + b"\nREADY=1\n")
+os.close(fd)
+while True:
+    c, _ = s.accept()
+    f = c.makefile("rb")
+    while True:
+        head = f.readline()
+        if not head:
+            break
+        while f.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        path = head.split()[1].decode()
+        log.write(path + "\n")
+        log.flush()
+        if path == "/v1/manifest":
+            body = {"protocol_version": 1, "name": served, "config_schema": {"type": "object"}}
+        else:
+            body = {"status": "ok", "protocol_version": 1, "active_calls": 0}
+        data = json.dumps(body).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_manifest_is_checked_without_asking_for_it() {
+    if !python_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sup = supervisor(&tmp.path().join("data"));
+    let script = tmp.path().join("stand_in.py");
+    std::fs::write(&script, STAND_IN).unwrap();
+    let start = |name: &str, served: &str, line: &str| {
+        let asked = tmp.path().join(format!("{name}.asked"));
+        let m = manifest_in(
+            tmp.path(),
+            name,
+            &format!(
+                "name = \"{name}\"\ncategory = \"n\"\nexecution_mode = \"subprocess\"\nready_timeout_s = 20\n[launch]\ncommand = \"python3\"\nargs = [{:?}, {served:?}, {line:?}, {:?}]\n",
+                script.display().to_string(),
+                asked.display().to_string()
+            ),
+        );
+        (m, asked)
+    };
+    let asked_for = |asked: &std::path::Path| std::fs::read_to_string(asked).unwrap_or_default();
+
+    // The notified manifest is the one checked: the one the stand-in serves
+    // names another plugin, and is never asked for.
+    let (m, asked) = start(
+        "told",
+        "impostor",
+        r#"MANIFEST={"protocol_version":1,"name":"told","config_schema":{"type":"object"}}"#,
+    );
+    assert_eq!(sup.start(m).await.unwrap().state, RunState::Running);
+    assert!(!asked_for(&asked).contains("/v1/manifest"), "{}", asked_for(&asked));
+    sup.stop("n_told").await.unwrap();
+
+    // A notified manifest naming another plugin is refused, naming both.
+    let (m, _) = start(
+        "liar",
+        "liar",
+        r#"MANIFEST={"protocol_version":1,"name":"someone_else","config_schema":{"type":"object"}}"#,
+    );
+    let e = sup.start(m).await.unwrap_err();
+    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    assert!(text.contains("someone_else") && text.contains("liar"), "{text}");
+
+    // So is one from a protocol version the host does not speak.
+    let (m, _) = start(
+        "future",
+        "future",
+        r#"MANIFEST={"protocol_version":99,"name":"future","config_schema":{"type":"object"}}"#,
+    );
+    let e = sup.start(m).await.unwrap_err();
+    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    assert!(text.contains("99"), "{text}");
+
+    // A manifest line that does not parse is ignored, and the manifest asked for.
+    let (m, asked) = start("garbled", "garbled", r#"MANIFEST={"protocol_version":1,"#);
+    assert_eq!(sup.start(m).await.unwrap().state, RunState::Running);
+    assert!(asked_for(&asked).contains("/v1/manifest"), "{}", asked_for(&asked));
+    sup.stop("n_garbled").await.unwrap();
+}

@@ -18,8 +18,13 @@ pub const LISTEN_ENV: &str = "PLUGBOARD_LISTEN";
 pub const TOKEN_ENV: &str = "PLUGBOARD_TOKEN";
 /// The env var naming a file descriptor a worker writes `READY=1\n` to once
 /// it serves (then closes it), so the host knows without polling. Absent
-/// when the host offers no notification.
+/// when the host offers no notification. A worker may write its manifest
+/// before that, as [`NOTIFY_MANIFEST_PREFIX`] and the JSON of
+/// `GET /v1/manifest` on one line; the host then checks it without asking.
 pub const NOTIFY_FD_ENV: &str = "PLUGBOARD_NOTIFY_FD";
+/// The start of the notification line that carries the worker's manifest
+/// (see [`NOTIFY_FD_ENV`]).
+pub const NOTIFY_MANIFEST_PREFIX: &str = "MANIFEST=";
 
 /// Largest request body a worker accepts (413 beyond).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;

@@ -134,7 +134,7 @@ impl Server {
                     use std::os::unix::fs::PermissionsExt;
                     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
                 }
-                notify_ready();
+                notify_ready(&self.state);
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
@@ -152,7 +152,7 @@ impl Server {
                     address: addr.clone(),
                     source,
                 })?;
-                notify_ready();
+                notify_ready(&self.state);
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
@@ -172,10 +172,12 @@ impl Server {
     }
 }
 
-/// Tells the host this worker serves: writes `READY=1\n` to the file
-/// descriptor named by `PLUGBOARD_NOTIFY_FD` and closes it (once; nothing
-/// when the host offered no descriptor or it is not a pipe).
-fn notify_ready() {
+/// Tells the host this worker serves: writes its manifest (`MANIFEST=` and
+/// the JSON of `GET /v1/manifest` on one line, so the host need not ask for
+/// it) and `READY=1\n` to the file descriptor named by
+/// `PLUGBOARD_NOTIFY_FD`, and closes it (once; nothing when the host offered
+/// no descriptor or it is not a pipe).
+fn notify_ready(state: &State) {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     let Some(fd) = std::env::var(plugboard_protocol::NOTIFY_FD_ENV)
@@ -196,10 +198,24 @@ fn notify_ready() {
     // open (forgotten) otherwise.
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
     if f.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
-        let _ = f.write_all(b"READY=1\n");
+        let _ = f.write_all(&notification(&state.executor.manifest()));
     } else {
         std::mem::forget(f);
     }
+}
+
+/// The notification's bytes: the manifest line (compact JSON has no raw
+/// newline), then `READY=1`; only `READY=1` if the manifest cannot be
+/// written as JSON.
+fn notification(manifest: &plugboard_protocol::WorkerManifest) -> Vec<u8> {
+    let mut out = b"MANIFEST=".to_vec();
+    if serde_json::to_writer(&mut out, manifest).is_ok() {
+        out.push(b'\n');
+    } else {
+        out.clear();
+    }
+    out.extend_from_slice(b"READY=1\n");
+    out
 }
 
 /// Counts one connection until dropped.
@@ -576,4 +592,33 @@ fn stream(state: Arc<State>, call: ExecuteRequest) -> Response<ResponseBody> {
         hyper::header::HeaderValue::from_static("application/x-ndjson"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugboard_protocol::{Capabilities, WorkerManifest};
+
+    #[test]
+    fn the_notification_carries_the_manifest_then_ready() {
+        let manifest = WorkerManifest {
+            protocol_version: plugboard_protocol::PROTOCOL_VERSION,
+            name: "echo".into(),
+            version: Some("1.0.0".into()),
+            config_schema: serde_json::json!({"type": "object", "description": "two\nlines"}),
+            capabilities: Capabilities::default(),
+            input_example: None,
+        };
+        let bytes = notification(&manifest);
+        let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        let json = lines[0]
+            .strip_prefix("MANIFEST=")
+            .and_then(|l| l.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("not a manifest line: {:?}", lines[0]));
+        let back: WorkerManifest = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, manifest);
+        assert_eq!(lines[1], "READY=1\n");
+    }
 }

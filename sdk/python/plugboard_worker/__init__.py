@@ -722,7 +722,7 @@ def serve(worker, listen, token=None):
         server = _UnixServer(listen, handler)
         os.chmod(listen, 0o600)
     state.server = server
-    _notify_ready()
+    _notify_ready(worker)
     with server:
         server.serve_forever(poll_interval=0.2)
     if not listen.startswith("tcp://"):
@@ -732,10 +732,13 @@ def serve(worker, listen, token=None):
             pass
 
 
-def _notify_ready():
-    """Tell the host this worker serves: write ``READY=1`` and a newline to
-    the descriptor named by ``PLUGBOARD_NOTIFY_FD`` and close it (once;
-    nothing when the host offered none)."""
+def _notify_ready(worker):
+    """Tell the host this worker serves: write its manifest (``MANIFEST=``
+    and the JSON of ``GET /v1/manifest`` on one line, so the host need not
+    ask for it), then ``READY=1`` and a newline, to the descriptor named by
+    ``PLUGBOARD_NOTIFY_FD`` and close it (once; nothing when the host
+    offered none). A manifest that is not JSON is left out: the host then
+    asks for it and reports what is wrong."""
     global _NOTIFIED
     value = os.environ.get("PLUGBOARD_NOTIFY_FD", "")
     if _NOTIFIED or not value.isdigit() or int(value) <= 2:
@@ -746,7 +749,19 @@ def _notify_ready():
         import stat
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             return
-        os.write(fd, b"READY=1\n")
+    except OSError:
+        return
+    try:
+        line = b"MANIFEST=" + json.dumps(worker.manifest(), separators=(",", ":")).encode() + b"\n"
+    except Exception:
+        line = b""
+    data = memoryview(line + b"READY=1\n")
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+    try:
         os.close(fd)
     except OSError:
         pass

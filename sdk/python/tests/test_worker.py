@@ -294,5 +294,58 @@ class SdkTest(unittest.TestCase):
                 self.assertIsNone(self.read_response(reader), request[:60])
 
 
+class NotifyTest(unittest.TestCase):
+    """The readiness notification: the manifest line, then READY=1, written
+    to the descriptor named by PLUGBOARD_NOTIFY_FD once the worker serves."""
+
+    def test_the_manifest_comes_before_ready(self):
+        import subprocess
+        sdk = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        sock = os.path.join(tempfile.mkdtemp(), "n.sock")
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from plugboard_worker import Worker, serve\n"
+            "class W(Worker):\n"
+            "    name = 'noted'\n"
+            "    version = '2.0.0'\n"
+            "    config_schema = {'type': 'object', 'description': 'two\\nlines'}\n"
+            "    def execute(self, input, ctx):\n"
+            "        return input\n"
+            "serve(W(), sys.argv[2])\n"
+        )
+        r, w = os.pipe()
+        env = dict(os.environ, PLUGBOARD_NOTIFY_FD=str(w))
+        proc = subprocess.Popen([sys.executable, "-c", code, sdk, sock], env=env, pass_fds=(w,), stdin=subprocess.PIPE)
+        # Read on a thread, so a worker that never notifies fails the test
+        # instead of hanging it.
+        notes = []
+
+        def read_to_eof():
+            data = b""
+            while chunk := os.read(r, 65536):
+                data += chunk
+            notes.append(data)
+
+        reader = threading.Thread(target=read_to_eof, daemon=True)
+        os.close(w)
+        try:
+            reader.start()
+            reader.join(timeout=20)
+            self.assertTrue(notes, "the worker did not notify within 20 s")
+            self.assertTrue(os.path.exists(sock), "notified before it served")
+            lines = notes[0].split(b"\n")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            proc.stdin.close()
+            os.close(r)
+        self.assertEqual(lines[1:], [b"READY=1", b""])
+        self.assertTrue(lines[0].startswith(b"MANIFEST="), lines[0])
+        manifest = json.loads(lines[0][len(b"MANIFEST="):])
+        self.assertEqual(manifest["name"], "noted")
+        self.assertEqual(manifest["version"], "2.0.0")
+        self.assertEqual(manifest["config_schema"]["description"], "two\nlines")
+
+
 if __name__ == "__main__":
     unittest.main()

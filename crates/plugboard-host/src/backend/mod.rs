@@ -19,6 +19,7 @@ pub mod cloud;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod external;
+pub mod notice;
 pub mod process;
 pub mod remote_ssh;
 pub mod serverless;
@@ -199,9 +200,10 @@ pub struct Launched {
     pub token: Option<String>,
     /// Output to pump into the plugin's log.
     pub output: Vec<OutputStream>,
-    /// Becomes `true` when the worker notifies that it is ready (see
-    /// `PLUGBOARD_NOTIFY_FD`), for backends that offer it.
-    pub notify: Option<watch::Receiver<bool>>,
+    /// Becomes ready when the worker notifies that it is (see
+    /// `PLUGBOARD_NOTIFY_FD`), with the manifest it sent, for backends that
+    /// offer it.
+    pub notify: Option<watch::Receiver<notice::Notice>>,
     /// Resolves when the resource ends by itself, for backends that see
     /// that as an event; others are observed by [`Backend::observe`].
     pub exit: Option<watch::Receiver<Option<ExitInfo>>>,

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use super::notice::{self, Chunk, LineSplitter, Notice};
 use super::{
     Backend, BackendError, ExitInfo, LISTEN_ENV, LaunchContext, Launched, Marked, Observation, OutputStream,
     PLUGIN_ID_ENV, Plan, Stopped, Target,
@@ -60,22 +62,41 @@ impl ProcessBackend {
 /// The descriptor number a process worker finds the notification pipe at.
 pub const NOTIFY_FD: i32 = 3;
 
-/// Watches the read end of the notification pipe: `true` once a line (any
-/// line; the SDKs write `READY=1`) arrives. Nothing (or EOF) leaves it false.
-fn watch_notify(fd: std::os::fd::OwnedFd) -> Option<watch::Receiver<bool>> {
+/// Watches the read end of the notification pipe: ready once a line other
+/// than a manifest arrives (any line: the SDKs write `READY=1`), with the
+/// manifest line that came before it, if any. Nothing (or EOF) leaves it
+/// not ready.
+fn watch_notify(fd: std::os::fd::OwnedFd, plugin: String) -> Option<watch::Receiver<Notice>> {
     use tokio::io::AsyncReadExt;
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
-    let (tx, out) = watch::channel(false);
+    let (tx, out) = watch::channel(Notice::default());
     tokio::spawn(async move {
-        let mut buf = [0u8; 64];
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut lines = LineSplitter::default();
+        let mut manifest = None;
         loop {
-            match rx.read(&mut buf).await {
+            let n = match rx.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) if buf[..n].contains(&b'\n') => {
-                    let _ = tx.send(true);
-                    return;
+                Ok(n) => n,
+            };
+            for chunk in lines.push(&buf[..n]) {
+                let line = match chunk {
+                    Chunk::Line(l) => l,
+                    Chunk::TooLong => {
+                        tracing::warn!(plugin = %plugin, limit = notice::MAX_LINE_BYTES, "the worker's notification line is too long; its manifest will be asked for");
+                        continue;
+                    }
+                };
+                match notice::parse_line(&line) {
+                    notice::Line::Manifest(m) => manifest = Some(Arc::new(*m)),
+                    notice::Line::BadManifest(why) => {
+                        tracing::warn!(plugin = %plugin, error = %why, "the worker's notified manifest does not parse; it will be asked for");
+                    }
+                    notice::Line::Ready | notice::Line::Other => {
+                        let _ = tx.send(Notice { ready: true, manifest });
+                        return;
+                    }
                 }
-                Ok(_) => {}
             }
         }
     });
@@ -222,13 +243,14 @@ impl Backend for ProcessBackend {
         };
         let procs_files = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
         // The readiness notification pipe: the worker gets the write end as
-        // fd NOTIFY_FD and writes a line once it serves.
-        let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| HostError::Spawn {
-                plugin: ctx.plugin_id.clone(),
-                command: r.program.to_string_lossy().into(),
-                source: std::io::Error::from(e),
-            })?;
+        // fd NOTIFY_FD and writes a line once it serves. The write end stays
+        // blocking, so a manifest longer than the pipe's buffer is written
+        // whole; the read end is made non-blocking by the watcher.
+        let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| HostError::Spawn {
+            plugin: ctx.plugin_id.clone(),
+            command: r.program.to_string_lossy().into(),
+            source: std::io::Error::from(e),
+        })?;
         let notify_w_raw = std::os::fd::AsRawFd::as_raw_fd(&notify_w);
         let mut cmd = Command::new(&r.program);
         cmd.args(&r.args)
@@ -290,7 +312,7 @@ impl Backend for ProcessBackend {
             }
         };
         drop(notify_w);
-        let notify = watch_notify(notify_r);
+        let notify = watch_notify(notify_r, ctx.plugin_id.clone());
         let pid = child.id().unwrap_or(0);
         let start_time = plugboard_core::process::read_process(pid).map_or(0, |p| p.start_time);
         let mut output = Vec::new();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{ExitInfo, lock};
+use crate::backend::notice::Notice;
 use crate::endpoint::Endpoint;
 use crate::error::HostError;
 use crate::manifest::{Manifest, Ready};
@@ -49,7 +50,7 @@ pub(super) async fn wait_ready(
     token: Option<&str>,
     exit_rx: Option<watch::Receiver<Option<ExitInfo>>>,
     ready_rx: watch::Receiver<bool>,
-    notify_rx: Option<watch::Receiver<bool>>,
+    notify_rx: Option<watch::Receiver<Notice>>,
     stderr_tail: &Mutex<VecDeque<String>>,
 ) -> Result<(), HostError> {
     let id = m.unique_id();
@@ -62,7 +63,7 @@ pub(super) async fn wait_ready(
     // A worker that can notify is not polled at first: probing competes with
     // its own start for the CPU. Workers that never notify (built before the
     // notification existed, or not with an SDK) are polled after this delay.
-    let notified = |rx: &Option<watch::Receiver<bool>>| rx.as_ref().is_some_and(|r| *r.borrow());
+    let notified = |rx: &Option<watch::Receiver<Notice>>| rx.as_ref().is_some_and(|r| r.borrow().ready);
     let poll_from = Instant::now()
         + if notify_rx.is_some() && m.ready == Ready::Protocol {
             NOTIFY_GRACE

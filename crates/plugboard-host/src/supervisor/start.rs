@@ -296,7 +296,7 @@ async fn attempt(
             token.as_deref(),
             exit_rx.clone(),
             ready_rx,
-            notify_rx,
+            notify_rx.clone(),
             &slot.stderr_tail,
         )
         .await?;
@@ -310,10 +310,14 @@ async fn attempt(
         })?;
         let handle = PluginHandle::worker(WorkerClient::new(&id, target, token.clone()));
         let declared = (m.config_schema != default_schema()).then_some(&m.config_schema);
-        handle
-            .verify(&m.name, m.version.as_deref(), declared)
-            .await
-            .map_err(|source| HostError::Worker { source })?;
+        // The SDKs send their manifest with the notification; others are
+        // asked for it.
+        let notified = notify_rx.as_ref().and_then(|rx| rx.borrow().manifest.clone());
+        match notified {
+            Some(manifest) => handle.check_manifest(&manifest, &m.name, m.version.as_deref(), declared),
+            None => handle.verify(&m.name, m.version.as_deref(), declared).await,
+        }
+        .map_err(|source| HostError::Worker { source })?;
         apply_config(&handle, &id, config.as_ref()).await?;
         Ok(Some(handle))
     };

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+use super::notice::{self, Notice};
 use super::{
     Backend, BackendError, ExitInfo, LISTEN_ENV, LaunchContext, Launched, Marked, Observation, OutputStream,
     PLUGIN_ID_ENV, Plan, Stopped, Target,
@@ -338,21 +339,35 @@ impl Backend for RemoteSshBackend {
             boot_id: started.boot_id.clone(),
         };
         // stdout: `READY=1` on its own line is the worker's notification
-        // (its descriptor 3 is a copy of stdout); the rest is its output.
-        let (notify_tx, notify_rx) = watch::channel(false);
+        // (its descriptor 3 is a copy of stdout), and a `MANIFEST=` line
+        // that parses before it is its manifest; the rest is its output.
+        let (notify_tx, notify_rx) = watch::channel(Notice::default());
         let (mut log_w, log_r) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             let mut line = Vec::new();
             let mut notified = false;
+            let mut manifest = None;
             loop {
                 line.clear();
                 match out.read_until(b'\n', &mut line).await {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {
-                        if !notified && line.trim_ascii_end() == b"READY=1" {
-                            notified = true;
-                            let _ = notify_tx.send(true);
-                            continue;
+                        if !notified {
+                            match notice::parse_line(&line) {
+                                notice::Line::Ready => {
+                                    notified = true;
+                                    let _ = notify_tx.send(Notice {
+                                        ready: true,
+                                        manifest: manifest.take(),
+                                    });
+                                    continue;
+                                }
+                                notice::Line::Manifest(m) => {
+                                    manifest = Some(Arc::new(*m));
+                                    continue;
+                                }
+                                notice::Line::BadManifest(_) | notice::Line::Other => {}
+                            }
                         }
                         if log_w.write_all(&line).await.is_err() {
                             return;
