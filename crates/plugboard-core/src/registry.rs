@@ -68,6 +68,13 @@ pub enum RegistryError {
     EmptyCategory,
 }
 
+/// The hasher of the id and category indexes. Ids are short strings, hashed
+/// on every registration and lookup, and come from the registry's own
+/// managers (manifests on disk, code), not from remote peers: foldhash,
+/// seeded per process, hashes them in under half of SipHash's time, and
+/// its weaker resistance to chosen collisions is not needed here.
+type IdHasher = foldhash::fast::RandomState;
+
 struct Category {
     manager: Box<dyn PluginManager>,
     display_name: Option<String>,
@@ -108,8 +115,8 @@ pub struct UnifiedPluginRegistry {
     store: ConfigStore,
     categories: HashMap<String, Category>,
     entries: Vec<Entry>,
-    by_id: HashMap<String, usize>,
-    by_category: HashMap<String, Vec<usize>>,
+    by_id: HashMap<String, usize, IdHasher>,
+    by_category: HashMap<String, Vec<usize>, IdHasher>,
     schemas: SchemaPool,
 }
 
@@ -141,8 +148,8 @@ impl UnifiedPluginRegistry {
             store,
             categories: HashMap::new(),
             entries: Vec::new(),
-            by_id: HashMap::new(),
-            by_category: HashMap::new(),
+            by_id: HashMap::default(),
+            by_category: HashMap::default(),
             schemas: SchemaPool::default(),
         }
     }
