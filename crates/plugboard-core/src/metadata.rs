@@ -192,7 +192,9 @@ impl PluginMetadata {
     /// Replaces the config schema (builder style). A schema equal to the
     /// one the calling thread gave a plugin last (same JSON, keys in the same
     /// order) is replaced by that one, so a manager building many plugins
-    /// with one schema holds it once; the JSON is unchanged.
+    /// with one schema holds it once; the JSON is unchanged. The thread
+    /// remembers that schema weakly, so `Arc::get_mut` on it returns `None`;
+    /// change a schema with `Arc::make_mut`, which copies a shared one.
     ///
     /// ```
     /// use plugboard_core::PluginMetadata;

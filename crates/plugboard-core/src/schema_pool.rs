@@ -26,16 +26,18 @@ thread_local! {
 /// cheaper than the registry comparing 100,000 cold copies later. The
 /// registry's [`SchemaPool`] still shares whatever this did not.
 pub(crate) fn share_recent(schema: Arc<Value>) -> Arc<Value> {
-    RECENT.with(|recent| {
+    let shared = RECENT.try_with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some(last) = recent.upgrade()
-            && (Arc::ptr_eq(&last, &schema) || same(&last, &schema))
-        {
-            return last;
+        match recent.upgrade() {
+            Some(last) if Arc::ptr_eq(&last, &schema) || same(&last, &schema) => last,
+            _ => {
+                *recent = Arc::downgrade(&schema);
+                Arc::clone(&schema)
+            }
         }
-        *recent = Arc::downgrade(&schema);
-        schema
-    })
+    });
+    // During the thread's teardown the cache is gone: keep the schema as is.
+    shared.unwrap_or(schema)
 }
 
 /// The distinct schemas seen, by hash.

@@ -113,9 +113,12 @@ async fn a_protocol_worker_that_notifies_is_callable_at_once() {
 
 /// A stand-in worker: serves `/v1/manifest` (as plugin `served`) and
 /// `/v1/health` on its socket, logging each path it is asked for, after
-/// writing `line` and `READY=1` to its notification descriptor.
+/// writing `line` and `READY=1` to its notification descriptor. Health is
+/// answered late, so a probe sent before the notification arrived (a slow
+/// start past the host's grace period) cannot decide the start before the
+/// notification is read.
 const STAND_IN: &str = r#"
-import json, os, socket, sys
+import json, os, socket, sys, time
 served, line, log = sys.argv[1], sys.argv[2], open(sys.argv[3], "a")
 s = socket.socket(socket.AF_UNIX)
 s.bind(os.environ["PLUGBOARD_LISTEN"])
@@ -135,6 +138,8 @@ while True:
         path = head.split()[1].decode()
         log.write(path + "\n")
         log.flush()
+        if path == "/v1/health":
+            time.sleep(0.3)
         if path == "/v1/manifest":
             body = {"protocol_version": 1, "name": served, "config_schema": {"type": "object"}}
         else:

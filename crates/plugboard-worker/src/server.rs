@@ -176,7 +176,8 @@ impl Server {
 /// the JSON of `GET /v1/manifest` on one line, so the host need not ask for
 /// it) and `READY=1\n` to the file descriptor named by
 /// `PLUGBOARD_NOTIFY_FD`, and closes it (once; nothing when the host offered
-/// no descriptor or it is not a pipe).
+/// no descriptor or it is not a pipe). One write of at most `PIPE_BUF`
+/// bytes, which never blocks on an empty pipe, whoever holds its other end.
 fn notify_ready(state: &State) {
     use std::io::Write;
     use std::os::fd::FromRawFd;
@@ -205,18 +206,24 @@ fn notify_ready(state: &State) {
 }
 
 /// The notification's bytes: the manifest line (compact JSON has no raw
-/// newline), then `READY=1`; only `READY=1` if the manifest cannot be
-/// written as JSON.
+/// newline), then `READY=1`; only `READY=1` when the manifest cannot be
+/// written as JSON or the whole would exceed [`NOTIFY_MAX_BYTES`] (the host
+/// then asks for the manifest).
 fn notification(manifest: &plugboard_protocol::WorkerManifest) -> Vec<u8> {
-    let mut out = b"MANIFEST=".to_vec();
-    if serde_json::to_writer(&mut out, manifest).is_ok() {
+    const READY: &[u8] = b"READY=1\n";
+    let mut out = plugboard_protocol::NOTIFY_MANIFEST_PREFIX.as_bytes().to_vec();
+    if serde_json::to_writer(&mut out, manifest).is_ok() && out.len() + 1 + READY.len() <= NOTIFY_MAX_BYTES {
         out.push(b'\n');
     } else {
         out.clear();
     }
-    out.extend_from_slice(b"READY=1\n");
+    out.extend_from_slice(READY);
     out
 }
+
+/// The longest notification written: POSIX's `PIPE_BUF`, the most a pipe
+/// takes in one atomic write.
+const NOTIFY_MAX_BYTES: usize = 4096;
 
 /// Counts one connection until dropped.
 struct ConnSlot(Arc<State>);
@@ -620,5 +627,18 @@ mod tests {
         let back: WorkerManifest = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, manifest);
         assert_eq!(lines[1], "READY=1\n");
+    }
+
+    #[test]
+    fn a_manifest_too_large_for_one_pipe_write_is_left_to_be_asked_for() {
+        let manifest = WorkerManifest {
+            protocol_version: plugboard_protocol::PROTOCOL_VERSION,
+            name: "big".into(),
+            version: None,
+            config_schema: serde_json::json!({"description": "x".repeat(NOTIFY_MAX_BYTES)}),
+            capabilities: Capabilities::default(),
+            input_example: None,
+        };
+        assert_eq!(notification(&manifest), b"READY=1\n");
     }
 }

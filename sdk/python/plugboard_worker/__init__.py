@@ -737,8 +737,9 @@ def _notify_ready(worker):
     and the JSON of ``GET /v1/manifest`` on one line, so the host need not
     ask for it), then ``READY=1`` and a newline, to the descriptor named by
     ``PLUGBOARD_NOTIFY_FD`` and close it (once; nothing when the host
-    offered none). A manifest that is not JSON is left out: the host then
-    asks for it and reports what is wrong."""
+    offered none). One write of at most PIPE_BUF (4096) bytes, which never
+    blocks on an empty pipe: a manifest that is larger, or not JSON, is
+    left out, and the host asks for it (and reports what is wrong)."""
     global _NOTIFIED
     value = os.environ.get("PLUGBOARD_NOTIFY_FD", "")
     if _NOTIFIED or not value.isdigit() or int(value) <= 2:
@@ -752,13 +753,13 @@ def _notify_ready(worker):
     except OSError:
         return
     try:
-        line = b"MANIFEST=" + json.dumps(worker.manifest(), separators=(",", ":")).encode() + b"\n"
+        line = b"MANIFEST=" + json.dumps(worker.manifest(), separators=(",", ":"), allow_nan=False).encode() + b"\n"
     except Exception:
         line = b""
-    data = memoryview(line + b"READY=1\n")
+    if len(line) + 8 > _NOTIFY_MAX_BYTES:
+        line = b""
     try:
-        while data:
-            data = data[os.write(fd, data):]
+        os.write(fd, line + b"READY=1\n")
     except OSError:
         pass
     try:
@@ -768,6 +769,7 @@ def _notify_ready(worker):
 
 
 _NOTIFIED = False
+_NOTIFY_MAX_BYTES = 4096
 
 
 def _watch_stdin():

@@ -299,6 +299,23 @@ class NotifyTest(unittest.TestCase):
     to the descriptor named by PLUGBOARD_NOTIFY_FD once the worker serves."""
 
     def test_the_manifest_comes_before_ready(self):
+        lines = self.notification("{'type': 'object', 'description': 'two\\nlines'}")
+        self.assertEqual(lines[1:], [b"READY=1", b""])
+        self.assertTrue(lines[0].startswith(b"MANIFEST="), lines[0])
+        manifest = json.loads(lines[0][len(b"MANIFEST="):])
+        self.assertEqual(manifest["name"], "noted")
+        self.assertEqual(manifest["version"], "2.0.0")
+        self.assertEqual(manifest["config_schema"]["description"], "two\nlines")
+
+    def test_a_manifest_too_large_for_one_pipe_write_is_left_out(self):
+        # Over PIPE_BUF the write could block; the host asks for it instead.
+        self.assertEqual(self.notification("{'description': 'x' * 5000}"), [b"READY=1", b""])
+        # So is one that is not strict JSON (NaN).
+        self.assertEqual(self.notification("{'default': float('nan')}"), [b"READY=1", b""])
+
+    def notification(self, schema):
+        """The lines a worker with this config schema writes to its
+        notification pipe."""
         import subprocess
         sdk = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
         sock = os.path.join(tempfile.mkdtemp(), "n.sock")
@@ -308,7 +325,7 @@ class NotifyTest(unittest.TestCase):
             "class W(Worker):\n"
             "    name = 'noted'\n"
             "    version = '2.0.0'\n"
-            "    config_schema = {'type': 'object', 'description': 'two\\nlines'}\n"
+            f"    config_schema = {schema}\n"
             "    def execute(self, input, ctx):\n"
             "        return input\n"
             "serve(W(), sys.argv[2])\n"
@@ -339,12 +356,7 @@ class NotifyTest(unittest.TestCase):
             proc.wait(timeout=10)
             proc.stdin.close()
             os.close(r)
-        self.assertEqual(lines[1:], [b"READY=1", b""])
-        self.assertTrue(lines[0].startswith(b"MANIFEST="), lines[0])
-        manifest = json.loads(lines[0][len(b"MANIFEST="):])
-        self.assertEqual(manifest["name"], "noted")
-        self.assertEqual(manifest["version"], "2.0.0")
-        self.assertEqual(manifest["config_schema"]["description"], "two\nlines")
+        return lines
 
 
 if __name__ == "__main__":

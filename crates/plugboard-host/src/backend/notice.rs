@@ -2,11 +2,14 @@
 //! (`PLUGBOARD_NOTIFY_FD`), read line by line.
 //!
 //! The SDKs write their manifest first (`MANIFEST=` and the JSON of
-//! `GET /v1/manifest` on one line), then `READY=1`: the host then checks
-//! that the worker is the plugin its plugin.toml describes without a round
-//! trip of its own, the first connection being the first real request.
-//! Workers that write only `READY=1` (older SDKs, any program using
-//! `ready = "notify"`) are checked over the protocol as before.
+//! `GET /v1/manifest` on one line), then `READY=1`, in one write of at most
+//! `PIPE_BUF` bytes (so it never blocks). A process worker's host then
+//! checks that the worker is the plugin its plugin.toml describes without a
+//! round trip of its own, the first connection being the first real
+//! request. Workers that write only `READY=1` (older SDKs, a manifest too
+//! large for one atomic write, any program using `ready = "notify"`) are
+//! checked over the protocol as before, and so are remote ones, whose
+//! forward that request proves.
 
 use std::sync::Arc;
 
@@ -41,10 +44,10 @@ pub enum Line {
     Other,
 }
 
-/// Classifies one line (its newline, and a carriage return, trimmed).
+/// Classifies one line (trailing whitespace, the newline included, is
+/// ignored).
 pub fn parse_line(line: &[u8]) -> Line {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.trim_ascii_end();
     if let Some(json) = line.strip_prefix(MANIFEST_PREFIX) {
         return match serde_json::from_slice::<WorkerManifest>(json) {
             Ok(m) => Line::Manifest(Box::new(m)),
@@ -121,6 +124,7 @@ mod tests {
         assert!(matches!(parse_line(b"READY=1\n"), Line::Ready));
         assert!(matches!(parse_line(b"READY=1\r\n"), Line::Ready));
         assert!(matches!(parse_line(b"READY=1"), Line::Ready));
+        assert!(matches!(parse_line(b"READY=1 \t\n"), Line::Ready));
         assert!(matches!(parse_line(b"STATUS=warming up\n"), Line::Other));
         match parse_line(b"MANIFEST={\"name\":\n") {
             Line::BadManifest(why) => assert!(why.contains("EOF"), "{why}"),

@@ -83,14 +83,14 @@ fn watch_notify(fd: std::os::fd::OwnedFd, plugin: String) -> Option<watch::Recei
                 let line = match chunk {
                     Chunk::Line(l) => l,
                     Chunk::TooLong => {
-                        tracing::warn!(plugin = %plugin, limit = notice::MAX_LINE_BYTES, "the worker's notification line is too long; its manifest will be asked for");
+                        tracing::warn!(plugin = %plugin, limit = notice::MAX_LINE_BYTES, "a notification line from the worker is too long; it is ignored");
                         continue;
                     }
                 };
                 match notice::parse_line(&line) {
                     notice::Line::Manifest(m) => manifest = Some(Arc::new(*m)),
                     notice::Line::BadManifest(why) => {
-                        tracing::warn!(plugin = %plugin, error = %why, "the worker's notified manifest does not parse; it will be asked for");
+                        tracing::warn!(plugin = %plugin, error = %why, "a manifest line from the worker does not parse; it is ignored");
                     }
                     notice::Line::Ready | notice::Line::Other => {
                         let _ = tx.send(Notice { ready: true, manifest });
@@ -243,14 +243,15 @@ impl Backend for ProcessBackend {
         };
         let procs_files = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
         // The readiness notification pipe: the worker gets the write end as
-        // fd NOTIFY_FD and writes a line once it serves. The write end stays
-        // blocking, so a manifest longer than the pipe's buffer is written
-        // whole; the read end is made non-blocking by the watcher.
-        let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| HostError::Spawn {
-            plugin: ctx.plugin_id.clone(),
-            command: r.program.to_string_lossy().into(),
-            source: std::io::Error::from(e),
-        })?;
+        // fd NOTIFY_FD and writes a line once it serves. Both ends are
+        // non-blocking: a worker's write never waits on the host (the SDKs
+        // write at most PIPE_BUF bytes, which an empty pipe takes whole).
+        let (notify_r, notify_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| HostError::Spawn {
+                plugin: ctx.plugin_id.clone(),
+                command: r.program.to_string_lossy().into(),
+                source: std::io::Error::from(e),
+            })?;
         let notify_w_raw = std::os::fd::AsRawFd::as_raw_fd(&notify_w);
         let mut cmd = Command::new(&r.program);
         cmd.args(&r.args)

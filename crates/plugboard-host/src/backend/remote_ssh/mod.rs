@@ -339,14 +339,16 @@ impl Backend for RemoteSshBackend {
             boot_id: started.boot_id.clone(),
         };
         // stdout: `READY=1` on its own line is the worker's notification
-        // (its descriptor 3 is a copy of stdout), and a `MANIFEST=` line
-        // that parses before it is its manifest; the rest is its output.
+        // (its descriptor 3 is a copy of stdout); the rest is its output. A
+        // `MANIFEST=` line before it is dropped, not logged (a schema's
+        // defaults may be secrets), and not used: over SSH the manifest is
+        // asked for through the forward, the one request that shows the
+        // forward works before the plugin is called running.
         let (notify_tx, notify_rx) = watch::channel(Notice::default());
         let (mut log_w, log_r) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             let mut line = Vec::new();
             let mut notified = false;
-            let mut manifest = None;
             loop {
                 line.clear();
                 match out.read_until(b'\n', &mut line).await {
@@ -358,15 +360,12 @@ impl Backend for RemoteSshBackend {
                                     notified = true;
                                     let _ = notify_tx.send(Notice {
                                         ready: true,
-                                        manifest: manifest.take(),
+                                        manifest: None,
                                     });
                                     continue;
                                 }
-                                notice::Line::Manifest(m) => {
-                                    manifest = Some(Arc::new(*m));
-                                    continue;
-                                }
-                                notice::Line::BadManifest(_) | notice::Line::Other => {}
+                                notice::Line::Manifest(_) | notice::Line::BadManifest(_) => continue,
+                                notice::Line::Other => {}
                             }
                         }
                         if log_w.write_all(&line).await.is_err() {
