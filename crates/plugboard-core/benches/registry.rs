@@ -72,30 +72,19 @@ fn bench_register(c: &mut Criterion) {
     g.sample_size(10);
     for n in [1_000usize, 10_000, 100_000] {
         let source = plugins(n);
+        let register = |list: Vec<PluginMetadata>| {
+            let mut r = UnifiedPluginRegistry::new(dir.path());
+            r.register_plugin_manager("cat", Fixed(list), None, true).ok();
+            r
+        };
         if n == 100_000 {
             let apart = plugins_built_apart(n);
             g.bench_with_input(BenchmarkId::new("registry_schemas_built_apart", n), &n, |b, _| {
-                b.iter_batched(
-                    || apart.clone(),
-                    |list| {
-                        let mut r = UnifiedPluginRegistry::new(dir.path());
-                        r.register_plugin_manager("cat", Fixed(list), None, true).ok();
-                        r
-                    },
-                    BatchSize::LargeInput,
-                )
+                b.iter_batched(|| apart.clone(), register, BatchSize::LargeInput)
             });
         }
         g.bench_with_input(BenchmarkId::new("registry", n), &n, |b, _| {
-            b.iter_batched(
-                || source.clone(),
-                |list| {
-                    let mut r = UnifiedPluginRegistry::new(dir.path());
-                    r.register_plugin_manager("cat", Fixed(list), None, true).ok();
-                    r
-                },
-                BatchSize::LargeInput,
-            )
+            b.iter_batched(|| source.clone(), register, BatchSize::LargeInput)
         });
         g.bench_with_input(BenchmarkId::new("reference_hashmap_insert", n), &n, |b, _| {
             b.iter_batched(

@@ -171,6 +171,8 @@ async fn a_notified_manifest_is_checked_without_asking_for_it() {
         (m, asked)
     };
     let asked_for = |asked: &std::path::Path| std::fs::read_to_string(asked).unwrap_or_default();
+    // The refusal of a start, with its cause, as text.
+    let refusal = |e: HostError| format!("{e} {:?}", std::error::Error::source(&e));
 
     // The notified manifest is the one checked: the one the stand-in serves
     // names another plugin, and is never asked for.
@@ -189,8 +191,7 @@ async fn a_notified_manifest_is_checked_without_asking_for_it() {
         "liar",
         r#"MANIFEST={"protocol_version":1,"name":"someone_else","config_schema":{"type":"object"}}"#,
     );
-    let e = sup.start(m).await.unwrap_err();
-    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    let text = refusal(sup.start(m).await.unwrap_err());
     assert!(text.contains("someone_else") && text.contains("liar"), "{text}");
 
     // So is one from a protocol version the host does not speak.
@@ -199,8 +200,7 @@ async fn a_notified_manifest_is_checked_without_asking_for_it() {
         "future",
         r#"MANIFEST={"protocol_version":99,"name":"future","config_schema":{"type":"object"}}"#,
     );
-    let e = sup.start(m).await.unwrap_err();
-    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    let text = refusal(sup.start(m).await.unwrap_err());
     assert!(text.contains("99"), "{text}");
 
     // A manifest line that does not parse is ignored, and the manifest asked for.

@@ -756,10 +756,11 @@ def _notify_ready(worker):
         line = b"MANIFEST=" + json.dumps(worker.manifest(), separators=(",", ":"), allow_nan=False).encode() + b"\n"
     except Exception:
         line = b""
-    if len(line) + 8 > _NOTIFY_MAX_BYTES:
+    ready = b"READY=1\n"
+    if len(line) + len(ready) > _NOTIFY_MAX_BYTES:
         line = b""
     try:
-        os.write(fd, line + b"READY=1\n")
+        os.write(fd, line + ready)
     except OSError:
         pass
     try:
